@@ -1,0 +1,15 @@
+"""lrp-faces: pixel-wise relevance for VGG-16 face classifiers, validated by masking and across models."""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .nn import IMAGENET, VGGFACE, PixelNorm, Preprocessing
+from .models import vgg16
+from .attribution import attribute  # noqa: E402
+from . import canonizers, methods, rules
+
+try:
+    __version__ = _version("lrp-faces")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "attribute", "canonizers", "methods",
+           "rules", "__version__"]

@@ -1,0 +1,122 @@
+"""VGG-16 builders whose models take RGB in [0, 1], with the preprocessing inside."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import vgg as tv_vgg
+
+from .nn import IMAGENET, PixelNorm, Preprocessing
+
+__all__ = ["NormalizedVGG", "vgg16", "VGG16_CONFIG"]
+
+#: torchvision's configuration "D": conv widths, "M" for max pooling.
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class NormalizedVGG(nn.Module):
+    """A torchvision VGG behind a :class:`~lrp_faces.nn.PixelNorm`.
+
+    ``features``, ``avgpool`` and ``classifier`` have torchvision's structure and state-dict keys; the
+    ``pixel_norm`` buffers are not persistent, so a torchvision state dict loads unchanged. ``architecture``
+    holds the builder arguments, so a checkpoint can rebuild the model.
+    """
+
+    def __init__(self, pixel_norm: PixelNorm, features: nn.Sequential, avgpool: nn.Module, classifier: nn.Sequential,
+                 architecture: dict[str, Any]):
+        super().__init__()
+        self.pixel_norm = pixel_norm
+        self.features = features
+        self.avgpool = avgpool
+        self.classifier = classifier
+        self.architecture = dict(architecture)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.pixel_norm.preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier[-1].out_features
+
+    def penultimate(self, images: torch.Tensor) -> torch.Tensor:
+        """Activations of the last hidden layer (the input of the final Linear)."""
+        hidden = torch.flatten(self.avgpool(self.features(self.pixel_norm(images))), 1)
+        return self.classifier[:-1](hidden)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        hidden = self.avgpool(self.features(self.pixel_norm(images)))
+        return self.classifier(torch.flatten(hidden, 1))
+
+
+def vgg16(num_classes: int = 1000, preprocessing: Preprocessing = IMAGENET, width: float = 1.0,
+          batch_norm: bool = False, classifier_width: int = 4096, pool_size: int = 7,
+          dropout: float = 0.5) -> NormalizedVGG:
+    """Build a VGG-16 that takes RGB images in [0, 1].
+
+    With the defaults this is torchvision's ``vgg16`` (randomly initialised the same way) behind a PixelNorm.
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the last layer.
+    preprocessing : Preprocessing
+        The normalisation inside the model, e.g. :data:`~lrp_faces.IMAGENET` or :data:`~lrp_faces.VGGFACE`.
+    width : float
+        Multiplier for the number of conv channels (e.g. 1/8 for fast tests on a CPU).
+    batch_norm : bool
+        Build VGG-16-BN.
+    classifier_width : int
+        Units of the two hidden Linear layers.
+    pool_size : int
+        Output size of the adaptive average pool before the classifier.
+    dropout : float
+        Dropout probability in the classifier.
+
+    Returns
+    -------
+    NormalizedVGG
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width!r}")
+    if not isinstance(classifier_width, int) or classifier_width < 1:
+        raise ValueError(f"classifier_width must be a positive int, got {classifier_width!r}")
+    if not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+    if not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"preprocessing must be a Preprocessing such as lrp_faces.IMAGENET, got {type(preprocessing)}")
+    config = [item if item == "M" else max(1, round(item * width)) for item in VGG16_CONFIG]
+    features = tv_vgg.make_layers(config, batch_norm=batch_norm)
+    last_channels = config[-2]
+    torchvision_head = (classifier_width, pool_size, last_channels) == (4096, 7, 512)
+    network = tv_vgg.VGG(features, num_classes=num_classes, init_weights=True, dropout=dropout)
+    if not torchvision_head:
+        network.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
+        network.classifier = nn.Sequential(
+            nn.Linear(last_channels * pool_size * pool_size, classifier_width),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(classifier_width, classifier_width),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(classifier_width, num_classes),
+        )
+        for module in network.classifier:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+                nn.init.constant_(module.bias, 0)
+    architecture = {"num_classes": num_classes, "preprocessing": preprocessing.to_dict(), "width": float(width),
+                    "batch_norm": bool(batch_norm), "classifier_width": classifier_width, "pool_size": pool_size,
+                    "dropout": float(dropout)}
+    return NormalizedVGG(PixelNorm.from_preprocessing(preprocessing), network.features, network.avgpool,
+                         network.classifier, architecture)
+
+
+def vgg16_from_architecture(architecture: dict[str, Any]) -> NormalizedVGG:
+    """Rebuild an untrained model from :attr:`NormalizedVGG.architecture`."""
+    arguments = dict(architecture)
+    arguments["preprocessing"] = Preprocessing.from_dict(arguments["preprocessing"])
+    return vgg16(**arguments)
