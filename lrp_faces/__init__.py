@@ -2,7 +2,8 @@
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .nn import IMAGENET, VGGFACE, PixelNorm, Preprocessing
-from .models import vgg16
+from .models import (load_model, load_torchvision_vgg16, load_vgg_face, read_checkpoint_info, save_model,
+                     vgg16)
 from .attribution import attribute  # noqa: E402
 from . import canonizers, methods, rules
 
@@ -11,5 +12,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-__all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "attribute", "canonizers", "methods",
-           "rules", "__version__"]
+__all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "load_torchvision_vgg16", "load_vgg_face",
+           "save_model", "load_model", "read_checkpoint_info", "attribute", "canonizers", "methods", "rules",
+           "__version__"]

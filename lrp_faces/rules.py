@@ -16,11 +16,9 @@ relevance arriving at an output that the ReLU set to zero is zero for every rule
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
-from zennit.core import Hook, RemovableHandle, RemovableHandleList, stabilize
+from zennit.core import Hook, RemovableHandle, RemovableHandleList
 
 __all__ = ["FastRule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Flat", "Norm"]
 
@@ -140,8 +138,33 @@ def _negative(tensor):
     return None if tensor is None else tensor.clamp(max=0)
 
 
-def _stabilizer(value):
-    return value if callable(value) else partial(stabilize, epsilon=value)
+def _amplified(tensor, gamma, part):
+    """``tensor + gamma * part(tensor)`` in one allocation (γ-modified weights)."""
+    if tensor is None:
+        return None
+    return part(tensor).mul_(gamma).add_(tensor)
+
+
+def stabilized(denominator: torch.Tensor, stabilizer, owned: bool = False) -> torch.Tensor:
+    """zennit's ``stabilize``: add ``stabilizer`` with the sign of each entry (+ for zero).
+
+    Works in place on ``denominator`` when ``owned``; a callable ``stabilizer`` is applied as it is.
+    """
+    if callable(stabilizer):
+        return stabilizer(denominator)
+    if not owned:
+        denominator = denominator.clone()
+    shift = torch.tensor(stabilizer, dtype=denominator.dtype, device=denominator.device)
+    return denominator.add_(torch.where(denominator < 0, -shift, shift))
+
+
+def _divide(relevance: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``relevance / denominator``, written into ``denominator`` (which must be owned and stabilised)."""
+    return torch.div(relevance, denominator, out=denominator)
+
+
+def _non_negative(tensor: torch.Tensor) -> bool:
+    return bool(tensor.min() >= 0)
 
 
 class _LinearRule(FastRule):
@@ -187,9 +210,8 @@ class Epsilon(_LinearRule):
 
     def relevance(self, module, input, output, relevance):
         weight, _ = self.parameters_of(module)
-        output = self.unmodified_output(module, input, output)
-        scaled = relevance / _stabilizer(self.params["epsilon"])(output)
-        return input * input_vjp(module, input, scaled, weight)
+        denominator = stabilized(self.unmodified_output(module, input, output), self.params["epsilon"])
+        return input_vjp(module, input, _divide(relevance, denominator), weight).mul_(input)
 
 
 class Gamma(_LinearRule):
@@ -210,33 +232,30 @@ class Gamma(_LinearRule):
         super().__init__(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
 
     def relevance(self, module, input, output, relevance):
-        gamma = self.params["gamma"]
-        stabilizer = _stabilizer(self.params["stabilizer"])
+        gamma, stabilizer = self.params["gamma"], self.params["stabilizer"]
         weight, bias = self.parameters_of(module)
+        weight_up, bias_up = _amplified(weight, gamma, _positive), _amplified(bias, gamma, _positive)
 
-        def amplify(tensor, part):
-            return None if tensor is None else tensor + gamma * part(tensor)
-
-        weight_up, bias_up = amplify(weight, _positive), amplify(bias, _positive)
-        weight_down, bias_down = amplify(weight, _negative), amplify(bias, _negative)
-        relevance_up = relevance * (output > 0)
-        relevance_down = relevance * (output < 0)
-
-        if self.has_linear_forward(module) and not bool((input < 0).any()):
-            scaled = relevance_up / stabilizer(forward_with(module, input, weight_up, bias_up))
+        if self.has_linear_forward(module) and _non_negative(input):
+            scaled = _divide(relevance, stabilized(forward_with(module, input, weight_up, bias_up), stabilizer, True))
+            scaled.masked_fill_(output <= 0, 0.0)
             gradient = input_vjp(module, input, scaled, weight_up)
-            if bool(relevance_down.any()):
-                scaled = relevance_down / stabilizer(forward_with(module, input, weight_down, bias_down))
-                gradient = gradient + input_vjp(module, input, scaled, weight_down)
-            return input * gradient
+            if not _non_negative(output):
+                relevance_down = relevance * (output < 0)
+                if bool(relevance_down.any()):
+                    weight_down, bias_down = _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
+                    denominator = stabilized(forward_with(module, input, weight_down, bias_down), stabilizer, True)
+                    gradient += input_vjp(module, input, _divide(relevance_down, denominator), weight_down)
+            return gradient.mul_(input)
 
+        weight_down, bias_down = _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
         positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
         output_up = (forward_with(module, positive_input, weight_up, bias_up)
                      + forward_with(module, negative_input, weight_down, None))
         output_down = (forward_with(module, positive_input, weight_down, bias_down)
                        + forward_with(module, negative_input, weight_up, None))
-        scaled_up = relevance_up / stabilizer(output_up)
-        scaled_down = relevance_down / stabilizer(output_down)
+        scaled_up = _divide(relevance * (output > 0), stabilized(output_up, stabilizer, True))
+        scaled_down = _divide(relevance * (output < 0), stabilized(output_down, stabilizer, True))
         return (positive_input * (input_vjp(module, input, scaled_up, weight_up)
                                   + input_vjp(module, input, scaled_down, weight_down))
                 + negative_input * (input_vjp(module, input, scaled_up, weight_down)
@@ -256,16 +275,16 @@ class ZPlus(_LinearRule):
         super().__init__(stabilizer=stabilizer, zero_params=zero_params)
 
     def relevance(self, module, input, output, relevance):
-        stabilizer = _stabilizer(self.params["stabilizer"])
+        stabilizer = self.params["stabilizer"]
         weight, bias = self.parameters_of(module)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
-        if self.has_linear_forward(module) and not bool((input < 0).any()):
-            scaled = relevance / stabilizer(forward_with(module, input, weight_pos, _positive(bias)))
-            return input * input_vjp(module, input, scaled, weight_pos)
+        if self.has_linear_forward(module) and _non_negative(input):
+            denominator = stabilized(forward_with(module, input, weight_pos, _positive(bias)), stabilizer, True)
+            return input_vjp(module, input, _divide(relevance, denominator), weight_pos).mul_(input)
         positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
         denominator = (forward_with(module, positive_input, weight_pos, _positive(bias))
                        + forward_with(module, negative_input, weight_neg, None))
-        scaled = relevance / stabilizer(denominator)
+        scaled = _divide(relevance, stabilized(denominator, stabilizer, True))
         return (positive_input * input_vjp(module, input, scaled, weight_pos)
                 + negative_input * input_vjp(module, input, scaled, weight_neg))
 
@@ -287,22 +306,22 @@ class AlphaBeta(_LinearRule):
         super().__init__(alpha=alpha, beta=beta, stabilizer=stabilizer, zero_params=zero_params)
 
     def relevance(self, module, input, output, relevance):
-        alpha, beta = self.params["alpha"], self.params["beta"]
-        stabilizer = _stabilizer(self.params["stabilizer"])
+        alpha, beta, stabilizer = self.params["alpha"], self.params["beta"], self.params["stabilizer"]
         weight, bias = self.parameters_of(module)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
-        if self.has_linear_forward(module) and not bool((input < 0).any()):
-            scaled_pos = relevance / stabilizer(forward_with(module, input, weight_pos, _positive(bias)))
-            scaled_neg = relevance / stabilizer(forward_with(module, input, weight_neg, _negative(bias)))
-            return input * (alpha * input_vjp(module, input, scaled_pos, weight_pos)
-                            - beta * input_vjp(module, input, scaled_neg, weight_neg))
+        if self.has_linear_forward(module) and _non_negative(input):
+            denominator_pos = stabilized(forward_with(module, input, weight_pos, _positive(bias)), stabilizer, True)
+            denominator_neg = stabilized(forward_with(module, input, weight_neg, _negative(bias)), stabilizer, True)
+            gradient = input_vjp(module, input, _divide(relevance, denominator_pos), weight_pos).mul_(alpha)
+            gradient -= input_vjp(module, input, _divide(relevance, denominator_neg), weight_neg).mul_(beta)
+            return gradient.mul_(input)
         positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
         denominator_pos = (forward_with(module, positive_input, weight_pos, _positive(bias))
                            + forward_with(module, negative_input, weight_neg, None))
         denominator_neg = (forward_with(module, positive_input, weight_neg, _negative(bias))
                            + forward_with(module, negative_input, weight_pos, None))
-        scaled_pos = relevance / stabilizer(denominator_pos)
-        scaled_neg = relevance / stabilizer(denominator_neg)
+        scaled_pos = _divide(relevance, stabilized(denominator_pos, stabilizer, True))
+        scaled_neg = _divide(relevance, stabilized(denominator_neg, stabilizer, True))
         return (alpha * (positive_input * input_vjp(module, input, scaled_pos, weight_pos)
                          + negative_input * input_vjp(module, input, scaled_pos, weight_neg))
                 - beta * (positive_input * input_vjp(module, input, scaled_neg, weight_neg)
@@ -334,17 +353,17 @@ class ZBox(_LinearRule):
         super().__init__(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params)
 
     def relevance(self, module, input, output, relevance):
-        stabilizer = _stabilizer(self.params["stabilizer"])
         weight, bias = self.parameters_of(module)
         low, high = _constant_input(self.params["low"], input), _constant_input(self.params["high"], input)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
         output = self.unmodified_output(module, input, output)
-        output_low = forward_with(module, low, weight_pos, _positive(bias))
-        output_high = forward_with(module, high, weight_neg, _negative(bias))
-        scaled = relevance / stabilizer(output - (output_low + output_high))
-        return (input * input_vjp(module, input, scaled, weight)
-                - (low * input_vjp(module, input, scaled, weight_pos)
-                   + high * input_vjp(module, input, scaled, weight_neg)))
+        bounds = forward_with(module, low, weight_pos, _positive(bias))
+        bounds += forward_with(module, high, weight_neg, _negative(bias))
+        denominator = stabilized(output - bounds, self.params["stabilizer"], True)
+        scaled = _divide(relevance, denominator)
+        # (x - l) w+ + (x - h) w-: the same sum as zennit's x w - l w+ - h w-, without its cancellation
+        relevance_in = input_vjp(module, input, scaled, weight_pos).mul_(input - low)
+        return relevance_in.add_(input_vjp(module, input, scaled, weight_neg).mul_(input - high))
 
 
 class Flat(_LinearRule):
@@ -359,12 +378,12 @@ class Flat(_LinearRule):
         super().__init__(stabilizer=stabilizer)
 
     def relevance(self, module, input, output, relevance):
-        stabilizer = _stabilizer(self.params["stabilizer"])
         ones_weight = torch.ones_like(module.weight)
         ones = torch.ones((1, *input.shape[1:]), dtype=input.dtype, device=input.device)
         shift = getattr(module, "input_shift", None)
         fan_in = forward_with(module, ones if shift is None else ones + shift, ones_weight, None)
-        return input_vjp(module, input, relevance / stabilizer(fan_in), ones_weight)
+        scaled = _divide(relevance, stabilized(fan_in.expand_as(relevance).clone(), self.params["stabilizer"], True))
+        return input_vjp(module, input, scaled, ones_weight)
 
 
 class Norm(FastRule):
@@ -379,5 +398,5 @@ class Norm(FastRule):
         super().__init__(stabilizer=stabilizer)
 
     def relevance(self, module, input, output, relevance):
-        scaled = relevance / _stabilizer(self.params["stabilizer"])(output)
-        return input * input_vjp(module, input, scaled)
+        scaled = _divide(relevance, stabilized(output, self.params["stabilizer"]))
+        return input_vjp(module, input, scaled).mul_(input)

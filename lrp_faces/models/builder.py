@@ -7,9 +7,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from .nn import IMAGENET, PixelNorm, Preprocessing
-
-__all__ = ["NormalizedVGG", "vgg16", "VGG16_CONFIG"]
+from ..nn import IMAGENET, PixelNorm, Preprocessing
 
 #: torchvision's configuration "D": conv widths, "M" for max pooling.
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -48,6 +46,21 @@ class NormalizedVGG(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         hidden = self.avgpool(self.features(self.pixel_norm(images)))
         return self.classifier(torch.flatten(hidden, 1))
+
+
+def _initialise_like_torchvision(module: nn.Module):
+    """torchvision's VGG initialisation: He-normal convs, N(0, 0.01) dense layers, zero biases, unit BatchNorm."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.constant_(layer.bias, 0)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.constant_(layer.weight, 1)
+            nn.init.constant_(layer.bias, 0)
+        elif isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.constant_(layer.bias, 0)
 
 
 def vgg16(num_classes: int = 1000, preprocessing: Preprocessing = IMAGENET, width: float = 1.0,
@@ -92,10 +105,12 @@ def vgg16(num_classes: int = 1000, preprocessing: Preprocessing = IMAGENET, widt
     features = tv_vgg.make_layers(config, batch_norm=batch_norm)
     last_channels = config[-2]
     torchvision_head = (classifier_width, pool_size, last_channels) == (4096, 7, 512)
-    network = tv_vgg.VGG(features, num_classes=num_classes, init_weights=True, dropout=dropout)
-    if not torchvision_head:
-        network.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
-        network.classifier = nn.Sequential(
+    if torchvision_head:  # torchvision's own constructor: same modules, same initialisation
+        network = tv_vgg.VGG(features, num_classes=num_classes, init_weights=True, dropout=dropout)
+        avgpool, classifier = network.avgpool, network.classifier
+    else:  # a smaller head, initialised the way torchvision initialises VGG
+        avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
+        classifier = nn.Sequential(
             nn.Linear(last_channels * pool_size * pool_size, classifier_width),
             nn.ReLU(True),
             nn.Dropout(p=dropout),
@@ -104,15 +119,12 @@ def vgg16(num_classes: int = 1000, preprocessing: Preprocessing = IMAGENET, widt
             nn.Dropout(p=dropout),
             nn.Linear(classifier_width, num_classes),
         )
-        for module in network.classifier:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.constant_(module.bias, 0)
+        _initialise_like_torchvision(features)
+        _initialise_like_torchvision(classifier)
     architecture = {"num_classes": num_classes, "preprocessing": preprocessing.to_dict(), "width": float(width),
                     "batch_norm": bool(batch_norm), "classifier_width": classifier_width, "pool_size": pool_size,
                     "dropout": float(dropout)}
-    return NormalizedVGG(PixelNorm.from_preprocessing(preprocessing), network.features, network.avgpool,
-                         network.classifier, architecture)
+    return NormalizedVGG(PixelNorm.from_preprocessing(preprocessing), features, avgpool, classifier, architecture)
 
 
 def vgg16_from_architecture(architecture: dict[str, Any]) -> NormalizedVGG:

@@ -1,0 +1,196 @@
+"""Checkpoints of our own: weights plus architecture, preprocessing, class names, spec and metadata."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torchvision
+
+from .builder import NormalizedVGG
+from .weights import WeightsError, _check_keys, _materialise, _meta_model, _read
+
+#: Format tag and version written into every :func:`save_model` checkpoint.
+CHECKPOINT_FORMAT = "lrp_faces.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def _plain(value: Any, name: str) -> Any:
+    """``value`` as JSON-able plain data (tuples become lists); TypeError naming ``name`` otherwise."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be JSON-able plain data (dict, list, str, number, bool, None): {error}") from None
+
+
+def _spec_dict(spec: Any) -> dict | None:
+    if spec is None:
+        return None
+    if callable(getattr(spec, "to_dict", None)):
+        spec = spec.to_dict()
+    elif dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        spec = dataclasses.asdict(spec)
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"spec must be a dict or have a to_dict() method (e.g. a ModelSpec), got {type(spec)}")
+    return _plain(dict(spec), "spec")
+
+
+def _versions() -> dict[str, str]:
+    try:
+        own = importlib.metadata.version("lrp-faces")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source tree without installing
+        own = "0.0.0+unknown"
+    return {"lrp_faces": own, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+
+
+def _atomic_save(content: Any, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(content, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, metadata: dict | None = None,
+               class_names: Sequence[str] | None = None) -> Path:
+    """Save a model with everything needed to rebuild and describe it, in one file, atomically.
+
+    The file holds a format tag and version, ``model.architecture`` (the builder arguments), the preprocessing, the
+    class names, the spec, the training metadata, the weights' provenance, the versions of lrp_faces, torch and
+    torchvision, and the state dict (bit-exact, in the model's dtype). It is written to a temporary file in the same
+    directory, synced and renamed, so an interrupted save never leaves a partial file under ``path``.
+
+    Parameters
+    ----------
+    model : NormalizedVGG
+        A model built by :func:`vgg16` or loaded by this module.
+    path : str or PathLike
+        Destination; parent directories are created, an existing file is replaced.
+    spec : object, optional
+        The model's identity, e.g. the zoo's ``ModelSpec``: a dict, an object with ``to_dict()``, or a dataclass.
+        Stored as a plain dict. ``None`` uses ``model.spec`` if set.
+    metadata : dict, optional
+        JSON-able training metadata (epochs, accuracy, data set, ...). ``None`` uses ``model.metadata`` if set.
+    class_names : sequence of str, optional
+        One name per output. ``None`` uses ``model.class_names`` if set.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    if not isinstance(model, NormalizedVGG):
+        raise TypeError(f"model must be a NormalizedVGG built by lrp_faces.vgg16 or a loader, got {type(model)}")
+    path = Path(path)
+    spec = getattr(model, "spec", None) if spec is None else spec
+    metadata = getattr(model, "metadata", None) if metadata is None else metadata
+    class_names = getattr(model, "class_names", None) if class_names is None else class_names
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata)}")
+    if class_names is not None and (isinstance(class_names, str) or not all(isinstance(name, str)
+                                                                            for name in class_names)):
+        raise TypeError(f"class_names must be a sequence of str, got {class_names!r}")
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but the model has {model.num_classes} outputs")
+    architecture = _plain(model.architecture, "model.architecture")
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    expected = {key: tuple(value.shape) for key, value in _meta_model(architecture).state_dict().items()}
+    if expected != {key: tuple(value.shape) for key, value in state.items()}:
+        raise ValueError("model.architecture no longer describes the model's layers (was a layer replaced by hand? "
+                         "use lrp_faces.models.replace_head to change the number of classes)")
+    content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "architecture": architecture,
+               "preprocessing": model.preprocessing.to_dict(),
+               "class_names": None if class_names is None else list(class_names), "spec": _spec_dict(spec),
+               "metadata": _plain(dict(metadata or {}), "metadata"),
+               "provenance": _plain(getattr(model, "provenance", None), "model.provenance"),
+               "versions": _versions(), "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+               "state_dict": state}
+    _atomic_save(content, path)
+    return path
+
+
+def _checkpoint(path: str | os.PathLike, mmap: bool) -> tuple[Path, dict]:
+    path, content = _read(path, "lrp_faces checkpoint", mmap=mmap)
+    if not isinstance(content, Mapping) or content.get("format") != CHECKPOINT_FORMAT:
+        hint = (" (it looks like a plain state dict: use load_torchvision_vgg16 or load_vgg_face)"
+                if isinstance(content, Mapping) and content and all(isinstance(v, torch.Tensor)
+                                                                     for v in content.values()) else "")
+        raise WeightsError(f"{str(path)!r} is not an lrp_faces checkpoint written by save_model{hint}")
+    version = content.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise WeightsError(f"{str(path)!r} has checkpoint format version {version!r}; this lrp_faces reads versions "
+                           f"1 to {CHECKPOINT_VERSION} (upgrade lrp_faces)")
+    for key, kind in (("architecture", Mapping), ("state_dict", Mapping), ("metadata", Mapping)):
+        if not isinstance(content.get(key), kind):
+            raise WeightsError(f"{str(path)!r} is a damaged lrp_faces checkpoint: {key!r} is missing or not a dict")
+    return path, dict(content)
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything a :func:`save_model` checkpoint at ``path`` holds except the weights, without loading them.
+
+    Returns
+    -------
+    dict
+        Keys ``format``, ``format_version``, ``architecture``, ``preprocessing``, ``class_names``, ``spec``,
+        ``metadata``, ``provenance``, ``versions`` and ``saved_at``.
+    """
+    _, content = _checkpoint(path, mmap=True)
+    return {key: value for key, value in content.items() if key != "state_dict"}
+
+
+def load_model(path: str | os.PathLike) -> NormalizedVGG:
+    """Load a checkpoint written by :func:`save_model` (read with ``weights_only=True``).
+
+    Returns
+    -------
+    NormalizedVGG
+        The model in evaluation mode with the saved weights (bit-exact, saved dtype) and the attributes
+        ``class_names`` (list or None), ``spec`` (dict or None), ``metadata`` (dict) and ``provenance`` (dict or
+        None).
+
+    Raises
+    ------
+    WeightsError
+        Not a readable lrp_faces checkpoint, or weights that do not fit its architecture (the message names the
+        file and lists the misfits); :class:`WeightsFileNotFoundError` if the file does not exist.
+    """
+    path, content = _checkpoint(path, mmap=False)
+    architecture = dict(content["architecture"])
+    try:
+        expected_model = _meta_model(architecture)
+    except (TypeError, ValueError, KeyError) as error:
+        raise WeightsError(f"{str(path)!r} is a damaged lrp_faces checkpoint: its architecture {architecture!r} "
+                           f"cannot be built ({error})") from error
+    state = dict(content["state_dict"])
+    expected = {key: tuple(value.shape) for key, value in expected_model.state_dict().items()}
+    _check_keys(state, expected, {}, path, "the architecture recorded in the checkpoint")
+    model = _materialise(architecture, state, to_float32=False)
+    class_names = content.get("class_names")
+    model.class_names, model.spec = None if class_names is None else list(class_names), content.get("spec")
+    model.metadata, model.provenance = dict(content["metadata"]), content.get("provenance")
+    return model
