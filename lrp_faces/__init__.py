@@ -4,8 +4,10 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from .nn import IMAGENET, VGGFACE, PixelNorm, Preprocessing
 from .models import (load_model, load_torchvision_vgg16, load_vgg_face, read_checkpoint_info, save_model,
                      vgg16)
-from .attribution import attribute  # noqa: E402
-from . import canonizers, methods, rules
+from .attribution import attribute
+from .faces import (REGIONS, TASK_REGIONS, DatasetError, FaceDataset, SyntheticFaces, SyntheticObjects,
+                    parameter_dissimilarity, synthetic_faces, synthetic_objects)
+from . import canonizers, faces, methods, rules
 
 try:
     __version__ = _version("lrp-faces")
@@ -13,5 +15,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+unknown"
 
 __all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "load_torchvision_vgg16", "load_vgg_face",
-           "save_model", "load_model", "read_checkpoint_info", "attribute", "canonizers", "methods", "rules",
-           "__version__"]
+           "save_model", "load_model", "read_checkpoint_info", "attribute", "synthetic_faces", "synthetic_objects",
+           "SyntheticFaces", "SyntheticObjects", "FaceDataset", "DatasetError", "parameter_dissimilarity", "REGIONS",
+           "TASK_REGIONS", "canonizers", "faces", "methods", "rules", "__version__"]
