@@ -145,6 +145,15 @@ class LRPMethod(Method):
         return Explanation(gradient.sum(1), explained.detach(), prediction)
 
 
+def _vgg_composite(first_types, first_rule, conv_rule, params, contrastive) -> Composite:
+    """ε on dense layers, ``conv_rule`` on convolutions, ``first_rule`` on the first layer, with the face canonizers."""
+    return SpecialFirstLayerMapComposite(
+        layer_map=[(AvgPool, rules.Norm(stabilizer=params["stabilizer"])), (Convolution, conv_rule),
+                   (nn.Linear, rules.Epsilon(epsilon=params["epsilon"]))],
+        first_map=[(first_types, first_rule)],
+        canonizers=[FaceVGGCanonizer(contrastive=contrastive)])
+
+
 @register("epsilon_gamma_box")
 class EpsilonGammaBox(LRPMethod):
     """ZBox on the first conv (pixel bounds 0 and 1), γ on the other convs, ε on the dense layers.
@@ -158,46 +167,38 @@ class EpsilonGammaBox(LRPMethod):
 
     def composite(self, contrastive):
         p = self.params
-        return SpecialFirstLayerMapComposite(
-            layer_map=[(AvgPool, rules.Norm(stabilizer=p["stabilizer"])),
-                       (Convolution, rules.Gamma(gamma=p["gamma"], stabilizer=p["stabilizer"])),
-                       (nn.Linear, rules.Epsilon(epsilon=p["epsilon"]))],
-            first_map=[(Convolution, rules.ZBox(low=p["low"], high=p["high"], stabilizer=p["stabilizer"]))],
-            canonizers=[FaceVGGCanonizer(contrastive=contrastive)])
+        return _vgg_composite(Convolution, rules.ZBox(low=p["low"], high=p["high"], stabilizer=p["stabilizer"]),
+                              rules.Gamma(gamma=p["gamma"], stabilizer=p["stabilizer"]), p, contrastive)
+
+
+class _FlatFirstLayer(LRPMethod):
+    """Flat on the first layer, :meth:`conv_rule` on the other convs, ε on the dense layers."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6):
+        super().__init__(epsilon=epsilon, stabilizer=stabilizer)
+
+    def conv_rule(self) -> rules.FastRule:
+        raise NotImplementedError
+
+    def composite(self, contrastive):
+        return _vgg_composite(Linear, rules.Flat(stabilizer=self.params["stabilizer"]), self.conv_rule(), self.params,
+                              contrastive)
 
 
 @register("epsilon_plus_flat")
-class EpsilonPlusFlat(LRPMethod):
+class EpsilonPlusFlat(_FlatFirstLayer):
     """Flat on the first layer, z+ on the other convs, ε on the dense layers."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6):
-        super().__init__(epsilon=epsilon, stabilizer=stabilizer)
-
-    def composite(self, contrastive):
-        p = self.params
-        return SpecialFirstLayerMapComposite(
-            layer_map=[(AvgPool, rules.Norm(stabilizer=p["stabilizer"])),
-                       (Convolution, rules.ZPlus(stabilizer=p["stabilizer"])),
-                       (nn.Linear, rules.Epsilon(epsilon=p["epsilon"]))],
-            first_map=[(Linear, rules.Flat(stabilizer=p["stabilizer"]))],
-            canonizers=[FaceVGGCanonizer(contrastive=contrastive)])
+    def conv_rule(self):
+        return rules.ZPlus(stabilizer=self.params["stabilizer"])
 
 
 @register("epsilon_alpha2_beta1_flat")
-class EpsilonAlpha2Beta1Flat(LRPMethod):
+class EpsilonAlpha2Beta1Flat(_FlatFirstLayer):
     """Flat on the first layer, α2β1 on the other convs, ε on the dense layers."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6):
-        super().__init__(epsilon=epsilon, stabilizer=stabilizer)
-
-    def composite(self, contrastive):
-        p = self.params
-        return SpecialFirstLayerMapComposite(
-            layer_map=[(AvgPool, rules.Norm(stabilizer=p["stabilizer"])),
-                       (Convolution, rules.AlphaBeta(alpha=2.0, beta=1.0, stabilizer=p["stabilizer"])),
-                       (nn.Linear, rules.Epsilon(epsilon=p["epsilon"]))],
-            first_map=[(Linear, rules.Flat(stabilizer=p["stabilizer"]))],
-            canonizers=[FaceVGGCanonizer(contrastive=contrastive)])
+    def conv_rule(self):
+        return rules.AlphaBeta(alpha=2.0, beta=1.0, stabilizer=self.params["stabilizer"])
 
 
 def _input_gradient(model, images, target, contrastive):
