@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from ._indexing import selected_indices
 
 __all__ = ["FaceDataset", "DatasetError", "IMAGE_EXTENSIONS", "GENDER_CODES"]
 
@@ -253,7 +254,7 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def subset(self, indices) -> "FaceDataset":
         """The images at ``indices`` (ints or a boolean mask); class indices and ``identity_classes`` unchanged."""
-        indices = np.arange(len(self))[np.asarray(indices)].reshape(-1)
+        indices = selected_indices(len(self), indices)
         other = copy.copy(self)
         other._files = [self._files[i] for i in indices]
         other.metadata = [self.metadata[i] for i in indices]

@@ -9,6 +9,7 @@ import torch
 from . import _draw as draw
 from ._draw import FLOAT, column
 from .synthetic import SyntheticDataError
+from ._indexing import selected_indices
 
 __all__ = ["SHAPES", "TEXTURES", "OBJECT_REGIONS", "SyntheticObjects", "synthetic_objects", "object_class_names"]
 
@@ -181,7 +182,7 @@ class SyntheticObjects(torch.utils.data.Dataset):
 
     def subset(self, indices) -> "SyntheticObjects":
         """The images at ``indices`` (ints or a boolean mask), labels unchanged."""
-        indices = np.arange(len(self))[np.asarray(indices)].reshape(-1)
+        indices = selected_indices(len(self), indices)
         return replace(self, images=self.images[torch.from_numpy(indices)], object_class=self.object_class[indices],
                        regions=self.regions[indices], image_ids=[self.image_ids[i] for i in indices])
 

@@ -15,6 +15,7 @@ import torch
 
 from . import _draw as draw
 from ._draw import FLOAT, column, ellipse
+from ._indexing import selected_indices
 
 __all__ = ["REGIONS", "TASK_REGIONS", "FACE_PARAMETERS", "IMAGE_PARAMETERS", "PARAMETER_NAMES", "GENDER_NAMES",
            "SyntheticFaces", "synthetic_faces", "render_faces", "parameter_dissimilarity", "SyntheticDataError"]
@@ -408,7 +409,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
 
     def subset(self, indices) -> "SyntheticFaces":
         """The images at ``indices`` (ints or a boolean mask), with identity labels unchanged."""
-        indices = np.arange(len(self))[np.asarray(indices)].reshape(-1)
+        indices = selected_indices(len(self), indices)
         return replace(self, images=self.images[torch.from_numpy(indices)], identity=self.identity[indices],
                        gender=self.gender[indices], regions=self.regions[indices],
                        parameters=self.parameters[indices], image_ids=[self.image_ids[i] for i in indices],
