@@ -7,7 +7,8 @@ from .models import (load_model, load_torchvision_vgg16, load_vgg_face, read_che
 from .attribution import attribute
 from .faces import (REGIONS, TASK_REGIONS, DatasetError, FaceDataset, SyntheticFaces, SyntheticObjects,
                     parameter_dissimilarity, synthetic_faces, synthetic_objects)
-from . import canonizers, cube, faces, methods, rules
+from .masking import MaskingConfig, MaskingError, curves, generalization, perturb
+from . import canonizers, cube, faces, masking, methods, rules
 
 try:
     __version__ = _version("lrp-faces")
@@ -17,4 +18,5 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "load_torchvision_vgg16", "load_vgg_face",
            "save_model", "load_model", "read_checkpoint_info", "attribute", "synthetic_faces", "synthetic_objects",
            "SyntheticFaces", "SyntheticObjects", "FaceDataset", "DatasetError", "parameter_dissimilarity", "REGIONS",
-           "TASK_REGIONS", "canonizers", "cube", "faces", "methods", "rules", "__version__"]
+           "TASK_REGIONS", "MaskingConfig", "MaskingError", "perturb", "curves", "generalization", "canonizers",
+           "cube", "faces", "masking", "methods", "rules", "__version__"]

@@ -1,0 +1,455 @@
+"""Relevance-based masking: perturbation, ROAD, curves, AOPC and cross-model generalisation.
+
+The references below (a per-image, per-fraction loop, a per-pixel ROAD system, AOPC of a linear model) are written
+here, independently of ``lrp_faces.masking``; only the documented random streams (``seeded_generator``) are shared.
+"""
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.ndimage
+import scipy.sparse
+import torch
+import xarray as xr
+from hypothesis import given, settings, strategies as st
+from scipy.sparse.linalg import spsolve
+from torch import nn
+
+import lrp_faces
+from lrp_faces import masking
+from lrp_faces.masking import MaskingError, MaskingTypeError, seeded_generator
+from lrp_faces.models import save_model
+from lrp_faces.zoo import ModelSpec, Zoo, ZooEntry
+
+from conftest import trained_scale
+
+FAST = settings(max_examples=30, deadline=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight over a loaded machine's cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_images(count=2, size=8, seed=0, dtype=torch.float32):
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def random_relevance(count=2, size=8, seed=1):
+    return torch.randn(count, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------- naive references
+def naive_hidden(relevance, fraction, order, patch, mode, random_keys):
+    """One image's hidden pixels: patches sorted with Python's sort on (-score, index), one fraction."""
+    height, width = relevance.shape
+    columns = width // patch
+    scores = [float(np.sum(relevance[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch], dtype=np.float64))
+              for r in range(height // patch) for c in range(columns)]
+    units = len(scores)
+    if order == "random":
+        ranked = sorted(range(units), key=lambda unit: (random_keys[unit], unit))
+    else:
+        ranked = sorted(range(units), key=lambda unit: (-scores[unit], unit))
+        if order == "lerf":
+            ranked = ranked[::-1]
+    count = round(fraction * units)
+    chosen = ranked[:count] if mode == "remove" else ranked[units - count:]
+    hidden = np.zeros((height, width), dtype=bool)
+    for unit in chosen:
+        row, column = divmod(unit, columns)
+        hidden[row * patch:(row + 1) * patch, column * patch:(column + 1) * patch] = True
+    return hidden
+
+
+def reference_road(image, hidden):
+    """ROAD imputation of one image: a per-pixel loop builds the system, one spsolve per channel (float64)."""
+    height, width = hidden.shape
+    unknowns = [(y, x) for y in range(height) for x in range(width) if hidden[y, x]]
+    number = {pixel: k for k, pixel in enumerate(unknowns)}
+    result = np.array(image, dtype=np.float64)
+    for channel in range(image.shape[0]):
+        matrix = scipy.sparse.lil_matrix((len(unknowns), len(unknowns)))
+        rhs = np.zeros(len(unknowns))
+        for k, (y, x) in enumerate(unknowns):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if (dy, dx) == (0, 0) or not (0 <= ny < height and 0 <= nx < width):
+                        continue
+                    weight = 1 / 12 if dy and dx else 1 / 6
+                    matrix[k, k] += weight
+                    if hidden[ny, nx]:
+                        matrix[k, number[(ny, nx)]] -= weight
+                    else:
+                        rhs[k] += weight * image[channel, ny, nx]
+        result[channel][hidden] = spsolve(matrix.tocsc(), rhs)
+    return result
+
+
+def naive_perturb(images, relevance, fractions, order, fill, patch, mode, seed=0, fill_value=None):
+    """Per image, per fraction: the masked image, from naive_hidden and fills written out here."""
+    count, _, height, width = images.shape
+    units = (height // patch) * (width // patch)
+    keys = torch.rand((count, units), generator=seeded_generator(seed, "order"), dtype=torch.float64).numpy()
+    colour = (torch.tensor(fill_value, dtype=torch.float64) if fill_value is not None
+              else images.double().mean((0, 2, 3))).numpy()
+    noise = torch.rand(images.shape, generator=seeded_generator(seed, "noise"), dtype=images.dtype).numpy()
+    road_noise = 0.01 * torch.randn(images.shape, generator=seeded_generator(seed, "road"), dtype=torch.float64)
+    sigma = max(height, width) / 16
+    result = np.empty((count, len(fractions)) + tuple(images.shape[1:]))
+    for i in range(count):
+        image = images[i].double().numpy()
+        for j, fraction in enumerate(fractions):
+            hidden = naive_hidden(relevance[i].numpy(), fraction, order, patch, mode, keys[i])
+            if fill == "zero":
+                filled = np.zeros_like(image)
+            elif fill == "mean":
+                filled = np.broadcast_to(colour[:, None, None], image.shape)
+            elif fill == "blur":
+                filled = np.stack([scipy.ndimage.gaussian_filter(channel, sigma, mode="nearest", truncate=3.0)
+                                   for channel in image])
+            elif fill == "noise":
+                filled = noise[i]
+            else:
+                filled = (reference_road(image, hidden) if not hidden.all()
+                          else np.broadcast_to(colour[:, None, None], image.shape)) + road_noise[i].numpy()
+            result[i, j] = np.where(hidden[None], filled, image)
+    return torch.from_numpy(result)
+
+
+# ------------------------------------------------------------------------------------------------- perturbation
+@pytest.mark.parametrize("mode", masking.MODES)
+@pytest.mark.parametrize("patch", [1, 2])
+@pytest.mark.parametrize("fill", masking.FILLS)
+@pytest.mark.parametrize("order", masking.ORDERS)
+def test_batched_perturbation_matches_a_naive_loop(order, fill, patch, mode):
+    images, relevance = random_images(), random_relevance()
+    relevance[0, :2, :2] = 0.5  # ties: broken by pixel index
+    fractions = (0.0, 0.2, 0.55, 1.0)
+    batched = masking.perturb(images, relevance, fractions, order, fill, patch, mode, seed=3, batch_size=3)
+    naive = naive_perturb(images, relevance, fractions, order, fill, patch, mode, seed=3)
+    exact = fill in ("zero", "noise")
+    torch.testing.assert_close(batched.double(), naive, rtol=0, atol=0 if exact else 2e-6)
+    masks = masking.hidden_masks(relevance, fractions, order, patch, mode, seed=3)
+    keys = torch.rand((2, 64 // patch ** 2), generator=seeded_generator(3, "order"), dtype=torch.float64).numpy()
+    for i in range(2):
+        for j, fraction in enumerate(fractions):
+            assert np.array_equal(masks[i, j].numpy(),
+                                  naive_hidden(relevance[i].numpy(), fraction, order, patch, mode, keys[i]))
+
+
+def test_a_given_mean_colour_is_used_exactly():
+    images, relevance = random_images(), random_relevance()
+    colour = (0.25, 0.5, 0.75)
+    batched = masking.perturb(images, relevance, (0.3, 0.6), fill="mean", fill_value=colour)
+    naive = naive_perturb(images, relevance, (0.3, 0.6), "morf", "mean", 1, "remove", fill_value=colour)
+    assert torch.equal(batched.double(), naive)
+
+
+def test_results_do_not_depend_on_the_batch_size():
+    images, relevance = random_images(3), random_relevance(3)
+    for fill in ("noise", "road"):
+        one = masking.perturb(images, relevance, (0.1, 0.5, 0.9), "random", fill, batch_size=1)
+        all_at_once = masking.perturb(images, relevance, (0.1, 0.5, 0.9), "random", fill, batch_size=100)
+        assert torch.equal(one, all_at_once)
+
+
+def test_perturbed_batches_yield_image_major_pairs_of_the_full_result():
+    images, relevance = random_images(3), random_relevance(3)
+    everything = masking.perturb(images, relevance, (0.2, 0.7), fill="noise")
+    batches = list(masking.perturbed_batches(images, relevance, (0.2, 0.7), fill="noise", batch_size=4))
+    assert [len(batch.images) for batch in batches] == [4, 2]
+    assert torch.cat([batch.image_index for batch in batches]).tolist() == [0, 0, 1, 1, 2, 2]
+    for batch in batches:
+        assert torch.equal(batch.images, everything[batch.image_index, batch.fraction_index])
+
+
+def test_a_masking_config_gives_the_keyword_arguments():
+    config = masking.MaskingConfig(fractions=(0.0, 0.5), order="lerf", fill="blur", patch=2, blur_sigma=1.5)
+    images, relevance = random_images(), random_relevance()
+    assert torch.equal(masking.perturb(images, relevance, **config.to_dict()),
+                       masking.perturb(images, relevance, (0.0, 0.5), "lerf", "blur", 2, blur_sigma=1.5))
+
+
+@pytest.mark.parametrize("fill", masking.FILLS)
+def test_fraction_zero_is_the_original_and_one_hides_everything(fill):
+    images, relevance = random_images(), random_relevance()
+    masked = masking.perturb(images, relevance, (0.0, 1.0), fill=fill, road_noise=0.0)
+    assert torch.equal(masked[:, 0], images)
+    assert masking.hidden_masks(relevance, (0.0, 1.0))[:, 1].all()
+    if fill in ("zero", "mean", "road"):  # a colour everywhere
+        assert (masked[:, 1] == masked[:, 1, :, :1, :1]).all()
+
+
+def test_keep_with_morf_equals_remove_with_lerf():
+    relevance = random_relevance()
+    fractions = np.linspace(0, 1, 9)
+    assert torch.equal(masking.hidden_masks(relevance, fractions, "morf", 2, "keep"),
+                       masking.hidden_masks(relevance, fractions, "lerf", 2, "remove"))
+
+
+def test_gaussian_blur_matches_scipy():
+    images = random_images(1, 12, dtype=torch.float64)
+    for sigma in (0.7, 2.0, 6.0):  # a kernel wider than the image included
+        expected = np.stack([scipy.ndimage.gaussian_filter(channel, sigma, mode="nearest", truncate=3.0)
+                             for channel in images[0].numpy()])
+        np.testing.assert_allclose(masking.gaussian_blur(images, sigma)[0].numpy(), expected, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ hypothesis
+@st.composite
+def maps_and_fractions(draw, patches=False):
+    patch = draw(st.sampled_from([1, 2])) if patches else 1
+    rows, columns = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    count = draw(st.integers(1, 3))
+    values = draw(st.lists(st.integers(-3, 3), min_size=count * rows * columns * patch * patch,
+                           max_size=count * rows * columns * patch * patch))  # small integers: many ties
+    relevance = torch.tensor(values, dtype=torch.float32).reshape(count, rows * patch, columns * patch)
+    fractions = sorted(set(draw(st.lists(st.floats(0, 1), min_size=1, max_size=6))))
+    return relevance, fractions, patch
+
+
+@FAST
+@given(maps_and_fractions(), st.sampled_from(masking.ORDERS), st.sampled_from(masking.MODES))
+def test_hidden_count_is_round_fraction_times_pixels(case, order, mode):
+    relevance, fractions, _ = case
+    pixels = relevance.shape[1] * relevance.shape[2]
+    hidden = masking.hidden_masks(relevance, fractions, order, 1, mode)
+    expected = [round(fraction * pixels) for fraction in fractions]
+    assert hidden.sum((2, 3)).tolist() == [expected] * len(relevance)
+
+
+@FAST
+@given(maps_and_fractions(patches=True))
+def test_morf_and_lerf_are_mirror_images(case):
+    relevance, _, patch = case
+    units = relevance.shape[1] * relevance.shape[2] // patch ** 2
+    every_count = [count / units for count in range(units + 1)]
+    morf = masking.hidden_masks(relevance, every_count, "morf", patch)
+    lerf = masking.hidden_masks(relevance, every_count, "lerf", patch)
+    for count in range(units + 1):
+        assert torch.equal(lerf[:, count], ~morf[:, units - count])
+
+
+@FAST
+@given(maps_and_fractions(patches=True), st.sampled_from(masking.ORDERS), st.sampled_from(masking.MODES))
+def test_hidden_sets_grow_with_the_fraction(case, order, mode):
+    relevance, fractions, patch = case
+    hidden = masking.hidden_masks(relevance, fractions, order, patch, mode)
+    assert not (hidden[:, :-1] & ~hidden[:, 1:]).any()
+
+
+# ------------------------------------------------------------------------------------------------------- ROAD
+def test_road_imputation_equals_a_scipy_reference():
+    generator = np.random.default_rng(0)
+    images = generator.random((3, 3, 7, 9))
+    hidden = generator.random((3, 7, 9)) < np.array([0.2, 0.5, 0.9])[:, None, None]
+    hidden[0, 0, :] = True  # a hidden border row
+    imputed = masking.road_impute(images, hidden, cache=None)
+    for image, mask, result in zip(images, hidden, imputed):
+        np.testing.assert_allclose(result, reference_road(image, mask), rtol=0, atol=1e-12)
+
+
+def test_road_reuses_the_factorisation_of_a_recurring_mask():
+    cache = masking.RoadCache()
+    generator = np.random.default_rng(1)
+    images, hidden = generator.random((2, 3, 6, 6)), generator.random((2, 6, 6)) < 0.5
+    first = masking.road_impute(images, hidden, cache)
+    second = masking.road_impute(images[::-1] * 0.5, hidden, cache)  # same masks, other pixels
+    assert (cache.misses, cache.hits) == (2, 2)
+    np.testing.assert_allclose(second[1], masking.road_impute(images[:1] * 0.5, hidden[1:], None)[0], atol=1e-12)
+    assert np.array_equal(first[0][:, ~hidden[0]], images[0][:, ~hidden[0]])
+
+
+def test_road_adds_seeded_gaussian_noise_of_the_given_size():
+    images, relevance = random_images(4, 16, dtype=torch.float64), random_relevance(4, 16)
+    clean = masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.0)
+    noisy = masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.01, seed=5)
+    difference = (noisy - clean)[masking.hidden_masks(relevance, (0.5,))[:, :, None].expand_as(noisy)]
+    assert abs(float(difference.std()) - 0.01) < 0.001
+    assert torch.equal(noisy, masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.01, seed=5))
+
+
+# ------------------------------------------------------------------------------------------------------ curves
+class LinearOnPixels(nn.Module):
+    """Two classes whose logits are -e and +e, with e the weighted sum of the pixels: it sees only pixels."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.weights = nn.Parameter(weights, requires_grad=False)
+        self.calls = []
+
+    def forward(self, images):
+        self.calls.append(len(images))
+        evidence = (images * self.weights).sum((1, 2, 3))
+        return torch.stack([-evidence, evidence], 1)
+
+
+def linear_case(count=6, size=12):
+    weights = torch.randn(size, size, generator=torch.Generator().manual_seed(7))
+    images = random_images(count, size, seed=8)
+    relevance = weights * images.sum(1)  # each pixel's exact share of the evidence
+    return LinearOnPixels(weights), images, torch.ones(count, dtype=torch.long), relevance
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_morf_hurts_a_pixel_model_more_than_random_and_random_more_than_lerf(patch):
+    model, images, labels, relevance = linear_case()
+    drop = {order: float(masking.curves(model, images, labels, relevance, np.linspace(0, 1, 11), order, "zero",
+                                        patch).mean_aopc_output) for order in masking.ORDERS}
+    assert drop["morf"] > drop["random"] > drop["lerf"]
+
+
+def test_aopc_of_a_linear_model_is_the_relevance_removed():
+    model, images, labels, relevance = linear_case()
+    fractions = (0.0, 0.1, 0.25, 0.5)
+    result = masking.curves(model, images, labels, relevance, fractions, "morf", "zero")
+    removed = [[float(image.flatten().sort(descending=True).values[:round(f * image.numel())].sum())
+                for image in relevance] for f in fractions[1:]]
+    # the contrastive output of two classes is z_1 - z_0 = 2 e; hiding pixels with 0 removes their share of e
+    np.testing.assert_allclose(result.aopc_output.values, 2 * np.mean(removed, axis=0), rtol=1e-4, atol=1e-4)
+
+
+def test_curves_score_the_masked_images_and_never_repeat_the_unmasked_pass():
+    model, images, labels, relevance = linear_case(count=5)
+    fractions = (0.0, 0.099, 0.1, 0.5, 1.0)  # 0.099 and 0.1 both hide 14 of 144 pixels: one forward pass
+    result = masking.curves(model, images, labels, relevance, fractions, fill="blur", batch_size=4)
+    assert sum(model.calls) == 5 + 5 * 3 and max(model.calls) <= 5
+    masked = masking.perturb(images, relevance, fractions, fill="blur")
+    logits = model(masked.flatten(0, 1)).view(5, len(fractions), 2).double()
+    expected_output = (logits[..., 1] - logits[..., 0]).T
+    np.testing.assert_allclose(result.output.values, expected_output.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.probability.values, torch.softmax(logits, -1)[..., 1].T.numpy(), atol=1e-6)
+    assert np.array_equal(result.correct.values, (logits.argmax(-1) == 1).T.numpy())
+    accuracy = result.correct.values.mean(1)
+    assert np.isclose(float(result.accuracy_auc), scipy.integrate.trapezoid(accuracy, fractions))
+    assert result.hidden_units.values.tolist() == [0, 14, 14, 72, 144]
+
+
+# ----------------------------------------------------------------------------------------------- generalisation
+SPECS = [ModelSpec(pretraining, task, seed) for pretraining in ("objects", "faces")
+         for task in ("gender", "identity") for seed in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A hand-built cube over 8 tiny models, their zoo and the faces."""
+    folder = tmp_path_factory.mktemp("zoo")
+    faces = lrp_faces.faces.synthetic_faces(4, 3, size=32)
+    entries = []
+    for index, spec in enumerate(SPECS):
+        torch.manual_seed(index)
+        model = lrp_faces.vgg16(faces.num_classes(spec.task), width=1 / 8, pool_size=2, classifier_width=16)
+        trained_scale(model, torch.Generator().manual_seed(index))
+        entries.append(ZooEntry(spec, save_model(model.eval(), folder / f"{spec.name}.pt", spec=spec)))
+    generator = np.random.default_rng(0)
+    smooth = scipy.ndimage.gaussian_filter(generator.standard_normal((2, 2, 2, 12, 32, 32)), (0, 0, 0, 0, 3, 3))
+    cube = xr.Dataset({"relevance": (masking.MODEL_DIMS + ("image", "y", "x"), smooth.astype(np.float32))},
+                      coords={"pretraining": ["objects", "faces"], "task": ["gender", "identity"], "seed": [0, 1],
+                              "image": faces.image_ids, "identity": ("image", faces.identity),
+                              "gender": ("image", faces.gender)})
+    return cube, Zoo(entries, image_size=32), faces
+
+
+@pytest.fixture(scope="module")
+def transfer(study):
+    cube, zoo, faces = study
+    return masking.generalization(cube, zoo, faces, fractions=np.linspace(0, 1, 6), patch=4, n_bootstrap=200,
+                                  n_permutations=200, progress=False)
+
+
+def square(variable):
+    return variable.values.reshape(len(SPECS), len(SPECS))
+
+
+def test_generalization_index_is_one_on_the_diagonal(transfer):
+    assert np.array_equal(np.diag(square(transfer.generalization_index)), np.ones(len(SPECS)))
+
+
+def test_asymmetry_is_antisymmetric(transfer):
+    asymmetry = square(transfer.asymmetry)
+    assert np.array_equal(asymmetry, -asymmetry.T)
+    p_values = square(transfer.asymmetry_p_value)
+    assert np.array_equal(p_values, p_values.T) and ((0 <= p_values) & (p_values <= 1)).all()
+
+
+def test_generalization_index_follows_its_definition(transfer):
+    aopc, random = square(transfer.aopc), transfer.random_aopc.values.reshape(-1)
+    own = np.diag(aopc)
+    np.testing.assert_allclose(square(transfer.generalization_index), (aopc - random) / (own - random), rtol=1e-12)
+    np.testing.assert_allclose(aopc, square(transfer.aopc_output.mean("image")), rtol=1e-12)
+    assert (square(transfer.aopc_ci_low) <= aopc).all() and (aopc <= square(transfer.aopc_ci_high)).all()
+
+
+def test_targets_are_scored_on_their_own_task(study, transfer):
+    cube, zoo, faces = study
+    for spec in (ModelSpec("faces", "gender", 1), ModelSpec("objects", "identity", 0)):
+        with torch.inference_mode():
+            predictions = zoo[spec](faces.images).argmax(1).numpy()
+        scored = transfer.unmasked_correct.sel(target_pretraining=spec.pretraining, target_task=spec.task,
+                                               target_seed=spec.seed).values
+        assert np.array_equal(scored, predictions == faces.labels(spec.task))
+
+
+def test_summary_groups_pairs_by_relation(transfer):
+    assert dict(zip(masking.RELATIONS, transfer.summary_pairs.values.tolist())) == {
+        "same_model": 8, "same_cell_different_seed": 8, "different_task": 16, "different_pretraining": 16,
+        "both_different": 16}
+    relation = transfer.pair_relation.sel(source_pretraining="faces", source_task="gender", source_seed=0)
+    assert relation.sel(target_pretraining="objects", target_task="gender", target_seed=1) == "different_pretraining"
+    assert transfer.summary_generalization_index.sel(relation="same_model") == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("arguments, message", [
+    (dict(relevance=torch.zeros(2, 8, 7)), "relevance has shape"),
+    (dict(relevance=torch.full((2, 8, 8), float("nan"))), "NaN"),
+    (dict(fractions=(0.0, 1.5)), "in \\[0, 1\\]"),
+    (dict(fractions=(0.5, 0.2)), "strictly increasing"),
+    (dict(order="most"), "order must be one of"),
+    (dict(fill="gray"), "fill must be one of"),
+    (dict(mode="drop"), "mode must be one of"),
+    (dict(patch=3), "patch=3 does not divide"),
+    (dict(fill="zero", fill_value=0.5), "fill_value"),
+])
+def test_bad_perturbation_input_is_rejected_with_a_clear_error(arguments, message):
+    call = dict(images=random_images(), relevance=random_relevance(), fractions=(0.0, 0.5))
+    with pytest.raises(MaskingError, match=message):
+        masking.perturb(**{**call, **arguments})
+
+
+def test_bad_curve_input_is_rejected():
+    model, images, labels, relevance = linear_case()
+    with pytest.raises(MaskingError, match="labels has 2 entries"):
+        masking.curves(model, images, labels[:2], relevance)
+    with pytest.raises(MaskingTypeError, match="integer class indices"):
+        masking.curves(model, images, labels.float(), relevance)
+    with pytest.raises(MaskingError, match="labels go up to 5"):
+        masking.curves(model, images, labels * 5, relevance)
+    with pytest.raises(MaskingTypeError, match="relevance must be"):
+        masking.curves(model, images, labels, "relevance")
+    assert issubclass(MaskingError, ValueError) and issubclass(MaskingTypeError, TypeError)
+
+
+def test_cube_and_zoo_that_disagree_are_rejected(study):
+    cube, zoo, faces = study
+    small = dict(fractions=(0.0, 0.5), progress=False)
+    partial = Zoo([entry for spec, entry in zoo.entries.items() if spec != SPECS[3]], image_size=32)
+    with pytest.raises(MaskingError, match="missing from the zoo: objects-identity-seed1"):
+        masking.generalization(cube, partial, faces, **small)
+    renamed = cube.assign_coords(image=["stranger"] + faces.image_ids[1:])
+    with pytest.raises(MaskingError, match="not in the dataset: \\['stranger'\\]"):
+        masking.generalization(renamed, zoo, faces, **small)
+    relabelled = cube.assign_coords(gender=("image", 1 - faces.gender))
+    with pytest.raises(MaskingError, match="'gender' labels disagree"):
+        masking.generalization(relabelled, zoo, faces, **small)
+    holes = cube.copy(deep=True)
+    holes.relevance[0, 1, 0, 2, 5, 5] = np.nan
+    with pytest.raises(MaskingError, match="relevance of objects-identity-seed0 contains NaN"):
+        masking.generalization(holes, zoo, faces, **small)
+    with pytest.raises(MaskingError, match="order must be 'morf' or 'lerf'"):
+        masking.generalization(cube, zoo, faces, order="random", **small)
