@@ -31,22 +31,10 @@ from scipy.sparse.linalg import spsolve
 
 import lrp_faces
 from lrp_faces import masking
+from perf_attribution import trained_scale  # same random-weight scale as the attribution benchmark
 
 PATCH = 8
 CONFIGS = {64: (32, 20), 112: (16, 100)}  # size: (images, steps)
-
-
-def trained_scale(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """He-initialised dense layers and small random biases: the logit magnitudes of a trained network."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
-                                    * (2.0 / module.in_features) ** 0.5)
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module.bias is not None:
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.05)
-    return model
 
 
 def setup(size: int, count: int, seed: int = 0):
