@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import lrp_faces.zoo as zoo_module
+import lrp_faces.zoo.demo as zoo_module
 from lrp_faces import vgg16
 from lrp_faces.faces import synthetic_faces
 from lrp_faces.models import load_model, save_model
