@@ -1,10 +1,7 @@
-import copy
-
 import pytest
 import torch
 from torch import nn
-from zennit.composites import EpsilonGammaBox as StockEpsilonGammaBox
-from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
+from zennit.composites import LayerMapComposite
 from zennit.rules import Pass, ZBox as StockZBox
 from zennit.types import Convolution
 

@@ -30,13 +30,7 @@ IDENTITIES = 4
 BATCH = 4  # 12 images: three batches, three chunks per model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build_zoo(folder: Path, pretrainings=("faces",), tasks=("gender", "identity"), seeds=(0, 1),

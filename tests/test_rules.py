@@ -8,7 +8,6 @@ from zennit.composites import EpsilonGammaBox as StockEpsilonGammaBox
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
 from zennit.types import AvgPool, Convolution, Linear
 
-import lrp_faces
 from lrp_faces import rules
 from lrp_faces.canonizers import PixelNormCanonizer
 from lrp_faces.nn import PixelNorm

@@ -36,13 +36,7 @@ def tiny_model(num_classes=4, batch_norm=True, seed=0, **extra):
     return vgg16(num_classes=num_classes, batch_norm=batch_norm, **{**TINY, **extra})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest single-threaded, and a 2-thread OpenMP team stalls when other processes run."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

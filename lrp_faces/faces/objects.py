@@ -8,7 +8,7 @@ import torch
 
 from . import _draw as draw
 from ._draw import FLOAT, column
-from .synthetic import SyntheticDataError
+from .synthetic import SyntheticDataError, require_integers
 from ._indexing import selected_indices
 
 __all__ = ["SHAPES", "TEXTURES", "OBJECT_REGIONS", "SyntheticObjects", "synthetic_objects", "object_class_names"]
@@ -85,10 +85,7 @@ def synthetic_objects(n_classes: int, images_per_class: int, size: int = 64, see
     -------
     SyntheticObjects
     """
-    for name, value, low in (("n_classes", n_classes, 1), ("images_per_class", images_per_class, 1),
-                             ("size", size, 16), ("seed", seed, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise SyntheticDataError(f"{name} must be an integer >= {low}, got {value!r}")
+    require_integers(n_classes=(n_classes, 1), images_per_class=(images_per_class, 1), size=(size, 16), seed=(seed, 0))
     if n_classes > MAX_CLASSES:
         raise SyntheticDataError(f"n_classes must be at most {MAX_CLASSES} (shapes x textures), got {n_classes}")
     labels = np.repeat(np.arange(n_classes, dtype=np.int64), images_per_class)

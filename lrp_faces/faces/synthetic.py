@@ -49,6 +49,13 @@ class SyntheticDataError(ValueError):
     """Invalid arguments for a synthetic data set."""
 
 
+def require_integers(**arguments: tuple) -> None:
+    """Check each ``name=(value, minimum)``: an integer (not a bool) at least ``minimum``."""
+    for name, (value, low) in arguments.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise SyntheticDataError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 # Identity parameters: (centre for women, centre for men, width); each identity draws uniformly in centre +- width / 2.
 # Eye, nose and mouth geometry and the iris and lip colours vary strongly; the gender features (jaw, brows, hair
 # length) are shifted strongly by gender and vary mildly within it; face shape, skin, hair colour and shape vary
@@ -120,10 +127,8 @@ def synthetic_faces(n_identities: int, images_per_identity: int, size: int = 64,
     -------
     SyntheticFaces
     """
-    for name, value, low in (("n_identities", n_identities, 1), ("images_per_identity", images_per_identity, 1),
-                             ("size", size, 16), ("seed", seed, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise SyntheticDataError(f"{name} must be an integer >= {low}, got {value!r}")
+    require_integers(n_identities=(n_identities, 1), images_per_identity=(images_per_identity, 1), size=(size, 16),
+                     seed=(seed, 0))
     if not 0.0 <= float(nuisance) <= 2.0:
         raise SyntheticDataError(f"nuisance must be in [0, 2], got {nuisance!r}")
     _check_task(task)
