@@ -1,16 +1,541 @@
+"""The ``lrp-faces`` command: help, exit codes, study files, result files, steps with resume, info, and the demo.
+
+Most tests run a tiny study (four width-1/8 VGG-16s on 32-px synthetic faces) in-process through click's CliRunner;
+one runs the command as a subprocess, and one runs ``lrp-faces demo --quick`` end to end (about a minute).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
 from click.testing import CliRunner
+from PIL import Image
 
+import lrp_faces
+from conftest import small_vgg
+from lrp_faces import cube as cubes
 from lrp_faces.cli import main
+from lrp_faces.cli.demo import demo_document
+from lrp_faces.cli.runner import StudyData, evenly_spaced, load_dataset
+from lrp_faces.cli.study import Study, StudyError, read_result, result_attrs, write_result
+from lrp_faces.masking import RELATIONS
+from lrp_faces.models import save_model
+from lrp_faces.zoo import ModelSpec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "benchmarks" / "suites"
+IDENTITIES, PER_IDENTITY, SIZE = 4, 2, 32
+MODELS = [("imagenet", "gender", 0), ("imagenet", "identity", 0), ("vggface", "gender", 0), ("vggface", "identity", 0)]
+
+TINY = """
+[study]
+name = "tiny"
+
+[zoo]
+image_size = 32
+{models}
+
+[dataset]
+kind = "synthetic"
+identities = 4
+images_per_identity = 2
+seed = 3
+
+[attribution]
+method = "epsilon_gamma_box"
+batch_size = 4
+[attribution.params]
+gamma = 0.25
+
+[masking]
+fractions = [0.0, 0.5]
+n_bootstrap = 20
+n_permutations = 20
+
+[analysis]
+run = ["similarity", "regions", "methods", "rsa"]
+[analysis.similarity]
+n_bootstrap = 20
+[analysis.regions]
+n_bootstrap = 20
+[analysis.methods]
+methods = ["epsilon_gamma_box", "gradient"]
+models = ["imagenet/gender/0", "vggface/identity/0"]
+max_images = 4
+fractions = [0.0, 0.5]
+n_bootstrap = 20
+[analysis.rsa]
+human_rdm = "synthetic"
+kinds = ["features", "relevance"]
+n_permutations = 50
+n_bootstrap = 20
+
+[report]
+enabled = false
+"""
 
 
-def test_help_lists_every_subcommand_with_its_purpose():
-    result = CliRunner().invoke(main, ["--help"])
+def model_table(models=MODELS, folder="models") -> str:
+    return "\n".join(f'[[zoo.models]]\npretraining = "{p}"\ntask = "{t}"\nseed = {s}\npath = "{folder}/{p}-{t}-{s}.pt"'
+                     for p, t, s in models)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Four tiny VGG-16 checkpoints (gender: 2 classes, identity: 4), written once for the module."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    for index, (pretraining, task, seed) in enumerate(MODELS):
+        model = small_vgg(num_classes=2 if task == "gender" else IDENTITIES, seed=index)
+        save_model(model, folder / f"{pretraining}-{task}-{seed}.pt", spec=ModelSpec(pretraining, task, seed))
+    return folder
+
+
+@pytest.fixture
+def study_file(tmp_path, checkpoints):
+    """The tiny study file in a fresh folder, next to a copy of the checkpoints."""
+    shutil.copytree(checkpoints, tmp_path / "models")
+    path = tmp_path / "study.toml"
+    path.write_text(TINY.format(models=model_table()))
+    return path
+
+
+def invoke(*arguments):
+    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, checkpoints):
+    """The tiny study run once to the end (report off); shared by the tests that only read its results."""
+    folder = tmp_path_factory.mktemp("finished")
+    shutil.copytree(checkpoints, folder / "models")
+    (folder / "study.toml").write_text(TINY.format(models=model_table()))
+    result = invoke("run", folder / "study.toml", "--out", folder / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return folder / "out", result
+
+
+# ------------------------------------------------------------------------------------------------ the command line
+def test_help_lists_every_subcommand_with_a_one_line_purpose():
+    result = invoke("--help")
     assert result.exit_code == 0
-    assert "demo" in result.output and "methods" in result.output
+    listed = dict(re.findall(r"^  (\w+)\s{2,}(.+)$", result.output.split("Commands:")[1], flags=re.M))
+    assert set(listed) == {"demo", "run", "attribute", "mask", "analyze", "report", "info", "methods"}
+    for name, purpose in listed.items():
+        assert purpose.endswith(".") and not purpose.endswith("..."), (name, purpose)
+
+
+def test_demo_help_names_the_default_output_directory():
+    result = invoke("demo", "--help")
+    assert result.exit_code == 0 and "./lrp-faces-demo" in result.output and "--quick" in result.output
 
 
 def test_methods_lists_the_registry():
-    result = CliRunner().invoke(main, ["methods"])
+    result = invoke("methods")
     assert result.exit_code == 0
-    assert result.output.split() == sorted(result.output.split())
-    assert "epsilon_gamma_box" in result.output.split()
+    assert result.output.split() == sorted(result.output.split()) == lrp_faces.methods.names()
+
+
+@pytest.mark.parametrize("arguments", [["nonsense"], ["run"], ["info"], ["demo", "--colour"],
+                                       ["analyze", "x.toml", "--only", "colour"], ["run", "x.toml", "--threads", "0"]])
+def test_usage_errors_exit_with_2(arguments):
+    result = invoke(*arguments)
+    assert result.exit_code == 2, result.output
+    assert "Usage:" in result.output
+
+
+def test_failures_exit_with_1_and_a_one_line_cause(tmp_path):
+    result = invoke("run", tmp_path / "absent.toml")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "absent.toml" in lines[-1] and "does not exist" in lines[-1]
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_exception_instead(tmp_path):
+    result = invoke("--debug", "run", tmp_path / "absent.toml")
+    assert result.exit_code == 1 and isinstance(result.exception, StudyError)
+    after = invoke("run", tmp_path / "absent.toml", "--debug")
+    assert after.exit_code == 1 and isinstance(after.exception, StudyError)
+
+
+def test_a_step_before_its_input_exists_says_which_step_to_run_first(study_file, tmp_path):
+    result = invoke("mask", study_file, "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert "no relevance cube" in result.output and "lrp-faces attribute" in result.output
+
+
+def test_the_command_runs_as_a_subprocess(tmp_path):
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ok = subprocess.run([sys.executable, "-m", "lrp_faces.cli", "methods"], capture_output=True, text=True,
+                        env=environment, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.split() == lrp_faces.methods.names()
+    script = Path(sys.executable).with_name("lrp-faces")  # the console script, where the package is installed
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "lrp_faces.cli"]
+    failed = subprocess.run(command + ["info", str(tmp_path / "absent.nc")], capture_output=True, text=True,
+                            env=environment, timeout=120)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.strip().splitlines() == [f"Error: {str(tmp_path / 'absent.nc')!r} does not exist"]
+
+
+# ------------------------------------------------------------------------------------------------- study files
+def test_the_tiny_study_reads_as_declared(study_file):
+    study = Study.from_toml(study_file)
+    assert study.name == "tiny" and study.image_size == SIZE and len(study.zoo.models) == 4
+    assert study.attribution.params == {"gamma": 0.25} and study.masking.fractions == (0.0, 0.5)
+    assert study.analysis.methods["methods"] == ["epsilon_gamma_box", "gradient"]
+    assert study.analysis.human_rdm == "synthetic" and study.report is False
+    assert json.loads(json.dumps(study.to_dict()))["zoo"]["models"][0]["format"] == "lrp_faces"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('kind = "synthetic"\n', ""), r"\[dataset\]: missing key 'kind' \(str\)"),
+    (lambda t: t.replace("n_permutations = 20", 'n_permutations = "20"'),
+     r"\[masking\]\.n_permutations: expected int, got str '20'"),
+    (lambda t: t.replace("fractions = [0.0, 0.5]\nn_bootstrap = 20\nn_permutations",
+                         "fractions = 0.5\nn_bootstrap = 20\nn_permutations"),
+     r"\[masking\]\.fractions: expected array, got float"),
+    (lambda t: t.replace("fractions = [0.0, 0.5]\nn_bootstrap = 20\nn_permutations",
+                         "fractions = [0.0, \"half\"]\nn_bootstrap = 20\nn_permutations"),
+     r"\[masking\]\.fractions\[1\]: expected float \(a number\), got str 'half'"),
+    (lambda t: t.replace("[masking]\n", "[masking]\ncolour = 1\n"), r"\[masking\]: unknown key\(s\) \['colour'\]"),
+    (lambda t: t.replace("[masking]\n", '[masking]\nfill = "pink"\n'),
+     r"\[masking\]\.fill: expected one of \['mean', 'zero', 'blur', 'noise', 'road'\], got 'pink'"),
+    (lambda t: t.replace('path = "models/vggface-gender-0.pt"', 'path = "models/vggface-gender-0.pt"\nformat = "onnx"'),
+     r"\[zoo\]\.models\[2\]: model vggface-gender-seed0: format must be one of \('lrp_faces', 'torchvision', "
+     r"'vgg_face'\), got 'onnx'"),
+    (lambda t: t.replace("seed = 0\npath", 'seed = "0"\npath', 1), r"\[zoo\]\.models\[0\]\.seed: expected int"),
+    (lambda t: t.replace('method = "epsilon_gamma_box"', 'method = "lime"'),
+     r"\[attribution\]\.method: expected one of \[.*'epsilon_gamma_box'.*\], got 'lime'"),
+    (lambda t: t.replace("gamma = 0.25", 'gamma = "high"'),
+     r"\[attribution\.params\]\.gamma: expected float \(a number\), got str 'high'"),
+    (lambda t: t.replace("gamma = 0.25", "alpha = 1.0"), r"\[attribution\.params\]: unknown key 'alpha'"),
+    (lambda t: t.replace("[analysis.similarity]\n", '[analysis.similarity]\nmetric = 3\n'),
+     r"\[analysis\.similarity\]\.metric: expected str, got int 3"),
+    (lambda t: t.replace("[analysis.similarity]\n", '[analysis.similarity]\nmetrik = "cosine"\n'),
+     r"\[analysis\.similarity\]: unknown key 'metrik'"),
+    (lambda t: t.replace('run = ["similarity"', 'run = ["clustering", "similarity"'),
+     r"\[analysis\]\.run\[0\]: expected one of \['similarity', 'regions', 'methods', 'rsa'\], got 'clustering'"),
+    (lambda t: t.replace('models = ["imagenet/gender/0"', 'models = ["imagenet-gender-0"'),
+     r"\[analysis\.methods\]\.models\[0\]: a model id looks like \"faces/gender/0\""),
+    (lambda t: t.replace('methods = ["epsilon_gamma_box", "gradient"]', 'methods = ["gradient", "shap"]'),
+     r"\[analysis\.methods\]\.methods\[1\]: expected one of"),
+    (lambda t: t.replace('human_rdm = "synthetic"', "human_rdm = 1"),
+     r"\[analysis\.rsa\]\.human_rdm: expected str"),
+    (lambda t: t.replace('human_rdm = "synthetic"', 'human_rdm = "ratings.csv"'),
+     r"\[analysis\.rsa\]\.human_rdm: file .*ratings\.csv.* does not exist"),
+    (lambda t: t.replace("[report]\nenabled = false", "[report]\nenabled = 0"),
+     r"\[report\]\.enabled: expected bool \(true or false\), got int 0"),
+    (lambda t: t + "\n[extra]\n", r"study\.toml: unknown key\(s\) \['extra'\]"),
+    (lambda t: t.replace('kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3', 'kind = "demo"'),
+     r"\[dataset\]\.kind: \"demo\" .* goes with the demo zoo"),
+    (lambda t: t.replace('kind = "synthetic"', 'kind = "folders"\npath = "faces"'),
+     r"\[dataset\]\.path: .*faces.* does not exist"),
+    (lambda t: t.replace("n_permutations = 20", "n_permutations = 20\nconfidence = 1.5"),
+     r"\[masking\]\.confidence: expected a float in \(0, 1\)"),
+    (lambda t: t.replace("seed = 3", "seed = 3\n") + "[zoo.extra]\n", r"\[zoo\]: unknown key\(s\) \['extra'\]"),
+    (lambda t: t.replace("seed = 0\npath", "seed = 0\n", 1), "is not valid TOML|missing key 'path'"),
+])
+def test_study_file_errors_name_the_key_and_the_expected_type(study_file, edit, message):
+    study_file.write_text(edit(study_file.read_text()))
+    with pytest.raises(StudyError, match=message) as error:
+        Study.from_toml(study_file)
+    assert "study.toml" in str(error.value)
+
+
+def test_study_file_errors_reach_the_command_line_as_one_line(study_file):
+    study_file.write_text(study_file.read_text().replace("n_permutations = 20", 'n_permutations = "20"'))
+    result = invoke("run", study_file, "--no-progress")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: study.toml: [masking].n_permutations: expected int, got str '20'")
+
+
+def test_real_data_needs_a_human_rdm_or_no_rsa(tmp_path, checkpoints):
+    folders = tmp_path / "faces"
+    (folders / "a").mkdir(parents=True)
+    document = TINY.format(models=model_table(folder=str(checkpoints))).replace(
+        'kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3', 'kind = "folders"\npath = "faces"')
+    (tmp_path / "study.toml").write_text(document.replace('human_rdm = "synthetic"\n', ""))
+    with pytest.raises(StudyError, match=r"\[analysis\.rsa\]: missing key 'human_rdm'"):
+        Study.from_toml(tmp_path / "study.toml")
+    (tmp_path / "study.toml").write_text(document)
+    with pytest.raises(StudyError, match=r"\"synthetic\" \(parameter-space distances\) needs synthetic faces"):
+        Study.from_toml(tmp_path / "study.toml")
+
+
+def test_the_demo_suite_declares_the_demo():
+    from_file = Study.from_toml(SUITES / "demo.toml").to_dict()
+    demo = Study.demo().to_dict()
+    for settings in (from_file, demo):
+        settings.pop("source")
+    assert from_file == demo
+
+
+def test_the_paper_template_is_a_valid_study_once_its_files_exist(tmp_path):
+    """Every placeholder path of paper.toml, created empty, makes it a study with the 2 x 2 x N grid."""
+    import tomllib
+    text = (SUITES / "paper.toml").read_text()
+    document = tomllib.loads(text)
+    for model in document["zoo"]["models"]:
+        (tmp_path / model["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / model["path"]).touch()
+    (tmp_path / document["dataset"]["path"]).mkdir(parents=True)
+    (tmp_path / document["analysis"]["rsa"]["human_rdm"]).touch()
+    shutil.copy(SUITES / "paper.toml", tmp_path / "paper.toml")
+    study = Study.from_toml(tmp_path / "paper.toml")
+    specs = study.zoo.models.specs
+    assert {spec.pretraining for spec in specs} == {"imagenet", "vggface"}
+    assert {spec.task for spec in specs} == {"gender", "identity"} and len({spec.seed for spec in specs}) >= 3
+    assert {entry.format for entry in study.zoo.models.entries.values()} <= {"lrp_faces", "torchvision", "vgg_face"}
+    assert study.image_size == 224
+
+
+# -------------------------------------------------------------------------------------------------- result files
+def test_write_result_stores_strings_safely_and_reads_them_back_as_str(tmp_path):
+    ids = ["id000_img00", "ünïcode/ü", ""]
+    index = pd.MultiIndex.from_product([["a", "b"], [0, 1]], names=["letter", "number"])
+    dataset = xr.Dataset(
+        {"value": (("image", "pair"), np.arange(12.0).reshape(3, 4)),
+         "relation": (("image",), np.array(["same_model", "both_different", "x"], dtype=object)),
+         "flag": (("image",), np.array([True, False, True])),
+         "raw": (("image",), np.array([b"bytes", b"b", b""])),
+         "gaps": (("image",), np.array(["a", None, np.nan], dtype=object), {"ok": True, "meta": {"b": 1}})},
+        coords=xr.Coordinates.from_pandas_multiindex(index, "pair").assign(
+            image=ids, fixed=("image", np.array(["p", "qq", "r"], dtype="U2"))),
+        attrs={"flag": True, "none": None, "settings": {"a": [1, 2]}, "text": "ok", "number": 1.5})
+    path = write_result(dataset, tmp_path / "result.nc", settings={"n_bootstrap": 10})
+    back = read_result(path)
+    for name in ("image", "relation", "fixed", "raw", "gaps", "letter"):
+        values = back[name].values
+        assert all(type(value) is str for value in values.ravel()), name
+    assert list(back["image"].values) == ids
+    assert list(back["raw"].values) == ["bytes", "b", ""] and list(back["gaps"].values) == ["a", "", ""]
+    assert back["gaps"].attrs["ok"] == 1 and json.loads(back["gaps"].attrs["meta"]) == {"b": 1}
+    assert back["flag"].dtype == bool and list(back["flag"].values) == [True, False, True]
+    np.testing.assert_array_equal(back["value"].values, dataset["value"].values)
+    assert back.attrs["flag"] == 1 and json.loads(back.attrs["settings"]) == {"a": [1, 2]}
+    assert "none" not in back.attrs and json.loads(back.attrs["lrp_faces_step"]) == {"n_bootstrap": 10}
+    assert [file.name for file in tmp_path.iterdir()] == ["result.nc"]
+
+
+def test_write_result_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = write_result(xr.Dataset({"value": ("x", [1.0, 2.0])}), tmp_path / "result.nc")
+    before = path.read_bytes()
+    broken = xr.Dataset({"value": ("x", np.array([1 + 2j, 3j]))})  # NetCDF4 has no complex type
+    with pytest.raises(Exception):
+        write_result(broken, path)
+    assert path.read_bytes() == before and [file.name for file in tmp_path.iterdir()] == ["result.nc"]
+    with pytest.raises(TypeError, match="xarray.Dataset"):
+        write_result({"value": 1}, path)
+
+
+# --------------------------------------------------------------------------------------------- data of a study
+def test_load_dataset_keeps_max_images_evenly_spaced_and_maps_task_labels(study_file):
+    assert list(evenly_spaced(10, 4)) == [0, 3, 6, 9] and list(evenly_spaced(3, None)) == [0, 1, 2]
+    text = study_file.read_text().replace("seed = 3", "seed = 3\nmax_images = 4\n[dataset.labels]\nsex = \"gender\"")
+    study_file.write_text(text)
+    study = Study.from_toml(study_file)
+    data = load_dataset(study, progress=False)
+    full = lrp_faces.synthetic_faces(IDENTITIES, PER_IDENTITY, size=SIZE, seed=3)
+    assert isinstance(data, StudyData) and data.image_ids == [full.image_ids[i] for i in (0, 2, 5, 7)]
+    np.testing.assert_array_equal(data.labels("sex"), full.gender[[0, 2, 5, 7]])
+    np.testing.assert_array_equal(data.labels("identity"), full.identity[[0, 2, 5, 7]])
+    np.testing.assert_array_equal(data.task_mask("sex"), full.task_mask("gender")[[0, 2, 5, 7]])
+    assert data.images.shape == (4, 3, SIZE, SIZE) and data.regions.shape == (4, SIZE, SIZE)
+
+
+def test_a_folder_of_real_faces_runs_with_template_regions_and_no_ground_truth(tmp_path, checkpoints):
+    generator = np.random.default_rng(0)
+    for identity in range(IDENTITIES):
+        (tmp_path / "faces" / f"person{identity}").mkdir(parents=True)
+        for image in range(2):
+            pixels = generator.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "faces" / f"person{identity}" / f"{image}.png")
+    identity_models = [model for model in MODELS if model[1] == "identity"]
+    document = TINY.format(models=model_table(identity_models, folder=str(checkpoints))).replace(
+        'kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3', 'kind = "folders"\npath = "faces"')
+    (tmp_path / "study.toml").write_text(document.replace('human_rdm = "synthetic"\n', "")
+                                         .replace('"methods", "rsa"]', '"methods"]')
+                                         .replace('"imagenet/gender/0"', '"imagenet/identity/0"'))
+    data = load_dataset(Study.from_toml(tmp_path / "study.toml"), progress=False)
+    assert isinstance(data, StudyData) and not hasattr(data, "task_mask") and data.images.shape == (8, 3, SIZE, SIZE)
+    result = invoke("run", tmp_path / "study.toml", "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    cube = cubes.open(tmp_path / "out" / "cube")
+    assert dict(cube.sizes) == {"pretraining": 2, "task": 1, "seed": 1, "image": 8, "y": SIZE, "x": SIZE}
+    assert cube["image"].values[0] == "person0/0.png"
+    regions = read_result(tmp_path / "out" / "regions.nc")
+    assert list(regions["region"].values) == list(lrp_faces.analysis.TEMPLATE_REGIONS)
+    assert "relevance_mass_accuracy_mean" not in regions
+    assert "Best method by aopc output (no ground truth for these images):" in result.output
+    assert not (tmp_path / "out" / "rsa.nc").exists()
+
+
+# -------------------------------------------------------------------------------------- steps, resume and info
+def test_run_writes_every_result_file_and_study_json(finished):
+    out, result = finished
+    for name in ("study.json", "masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "cube").glob("*.nc"))) == 4 and not (out / "report").exists()
+    record = json.loads((out / "study.json").read_text())
+    assert record["settings"]["masking"]["fractions"] == [0.0, 0.5]
+    assert [row["spec"] for row in record["zoo"]] == [ModelSpec(*model).to_dict() for model in sorted(MODELS)]
+    cube = cubes.open(out / "cube")
+    for row in record["zoo"]:
+        where = {key: row["spec"][key] for key in ("pretraining", "task", "seed")}
+        assert row["accuracy"] == pytest.approx(float(cube["correct"].sel(where).mean()), abs=1e-4)
+    assert record["human_source"].startswith("synthetic parameter-space distances")
+    assert {"cube", "masking", "similarity", "regions", "methods", "rsa", "total"} <= set(record["timings"])
+    masking = read_result(out / "masking.nc")
+    assert masking.sizes["relation"] == len(RELATIONS) and masking.sizes["image"] == IDENTITIES * PER_IDENTITY
+    assert list(masking["relation"].values) == list(RELATIONS)
+    assert "Generalisation index by relation" in result.output and "Best method by" in result.output
+    regions = read_result(out / "regions.nc")
+    assert "share" in regions and "relevance_mass_accuracy_mean" in regions
+    methods = read_result(out / "methods.nc")
+    assert list(methods["method"].values) == ["epsilon_gamma_box", "gradient"]
+    assert list(methods["model"].values) == ["imagenet/gender/0", "vggface/identity/0"]
+    assert methods.sizes["image"] == 4
+
+
+def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
+    out = tmp_path / "out"
+    first = invoke("run", study_file, "--out", out, "--no-progress")
+    assert first.exit_code == 0, first.output
+    stamps = {path.name: path.stat().st_mtime_ns for path in [*out.glob("*.nc"), *(out / "cube").glob("*.nc")]}
+    again = invoke("run", study_file, "--out", out, "--no-progress")
+    assert again.exit_code == 0, again.output
+    for step in ("masking", "similarity", "regions", "methods", "rsa"):
+        assert f"{step}: {step}.nc is up to date (same settings); skipped" in again.output
+    assert "(0 computed, 4 reused" in again.output
+    assert stamps == {path.name: path.stat().st_mtime_ns for path in [*out.glob("*.nc"), *(out / "cube").glob("*.nc")]}
+
+    # changed masking settings: masking recomputed with the reason, the analyses still skipped
+    study_file.write_text(study_file.read_text().replace("n_permutations = 20", "n_permutations = 30"))
+    changed = invoke("run", study_file, "--out", out, "--no-progress")
+    assert changed.exit_code == 0, changed.output
+    assert "masking: masking.nc was computed with other settings (masking.n_permutations: 20 -> 30); " \
+           "recomputing" in changed.output
+    assert "similarity: similarity.nc is up to date" in changed.output
+    assert read_result(out / "masking.nc").attrs["n_permutations"] == 30
+
+    # a changed method: the cube is recomputed, and every step that reads it
+    study_file.write_text(study_file.read_text().replace("gamma = 0.25", "gamma = 0.5"))
+    recomputed = invoke("run", study_file, "--out", out, "--no-progress")
+    assert recomputed.exit_code == 0, recomputed.output
+    assert "holds maps computed with other settings; recomputing every model" in recomputed.output
+    assert "masking: masking.nc was computed with other settings (the cube was recomputed); recomputing" \
+        in recomputed.output
+    assert "methods: methods.nc is up to date" in recomputed.output  # it computes its own maps
+    assert json.loads(cubes.open(out / "cube").attrs["method_params"])["gamma"] == 0.5
+
+
+def test_step_commands_run_one_step_each(study_file, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("attribute", study_file, "--out", out, "-q").exit_code == 0
+    assert sorted(path.name for path in out.iterdir()) == ["cube", "study.json"]
+    assert invoke("mask", study_file, "--out", out, "-q").exit_code == 0
+    assert (out / "masking.nc").is_file() and not (out / "similarity.nc").exists()
+    result = invoke("analyze", study_file, "--out", out, "--only", "similarity", "--only", "regions", "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "similarity.nc").is_file() and (out / "regions.nc").is_file() and not (out / "rsa.nc").exists()
+    assert result.output.count("Analysis: ") == 2
+    assert invoke("info", out / "similarity.nc").exit_code == 0
+
+
+def test_a_damaged_cube_file_is_named_with_what_to_do(study_file, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("attribute", study_file, "--out", out, "-q").exit_code == 0
+    damaged = out / "cube" / "vggface-gender-seed0.nc"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    result = invoke("attribute", study_file, "--out", out, "-q")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: cube file {str(damaged)!r} is truncated")
+    assert "delete that file and rerun the same lrp-faces command" in result.output
+    damaged.unlink()
+    again = invoke("attribute", study_file, "--out", out)
+    assert again.exit_code == 0 and "(1 computed, 3 reused" in again.output
+
+
+def test_info_summarises_a_cube(finished):
+    out, _ = finished
+    result = invoke("info", out / "cube")
+    assert result.exit_code == 0, result.output
+    assert f"dims: pretraining 2, task 2, seed 1, image {IDENTITIES * PER_IDENTITY}, y {SIZE}, x {SIZE}" \
+        in result.output
+    assert "method: epsilon_gamma_box" in result.output and "imagenet-gender-seed0" in result.output
+    single = invoke("info", out / "cube" / "vggface-identity-seed0.nc")
+    assert single.exit_code == 0 and "models (1): vggface-identity-seed0" in single.output
+
+
+def test_info_summarises_result_files(finished):
+    out, _ = finished
+    masking = invoke("info", out / "masking.nc")
+    assert masking.exit_code == 0, masking.output
+    assert "masking generalisation" in masking.output and "relation 5" in masking.output
+    assert "generalization_index (source_pretraining, source_task, source_seed, target_pretraining" \
+        in masking.output
+    assert "Generalisation index by relation" in masking.output and "step settings recorded: yes" in masking.output
+    methods = invoke("info", out / "methods.nc")
+    assert methods.exit_code == 0 and "Best method by relevance mass accuracy:" in methods.output
+    folder = invoke("info", out)
+    assert folder.exit_code == 0 and "cube/: 4 model files" in folder.output and "report: missing" in folder.output
+
+
+def test_info_summarises_a_study_file_and_rejects_other_files(study_file, tmp_path):
+    result = invoke("info", study_file)
+    assert result.exit_code == 0 and "Study file:" in result.output and "masking.n_bootstrap = 20" in result.output
+    (tmp_path / "notes.txt").write_text("hello")
+    other = invoke("info", tmp_path / "notes.txt")
+    assert other.exit_code == 1 and "is not a NetCDF file" in other.output
+
+
+def test_report_command_writes_html_from_existing_results(finished, tmp_path):
+    out, _ = finished
+    result = invoke("report", out, "--out", tmp_path / "report", "-q")
+    assert result.exit_code == 0, result.output
+    index = tmp_path / "report" / "index.html"
+    assert index.is_file() and f"Report: {index.resolve()}" in result.output
+    assert "masking" in index.read_text().lower()
+
+
+# ------------------------------------------------------------------------------------------------------ the demo
+@pytest.mark.e2e
+def test_demo_quick_runs_end_to_end(tmp_path):
+    """``lrp-faces demo --quick`` trains the quick zoo in an empty cache and writes every result and the report."""
+    out = tmp_path / "demo"
+    result = invoke("demo", "--quick", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert result.exit_code == 0, result.output
+    for name in ("study.json", "masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc",
+                 "report/index.html"):
+        assert (out / name).is_file(), name
+    figures = {path.stem for path in (out / "report" / "figures").glob("*.png")}
+    assert {"relevance_grid", "masking_curves", "generalization_heatmap", "method_comparison", "rsa_bars"} <= figures
+    document = demo_document(quick=True)
+    cube = cubes.open(out / "cube")
+    assert dict(cube.sizes) == {"pretraining": 2, "task": 2, "seed": 1, "image": 80, "y": 64, "x": 64}
+    assert set(cube["pretraining"].values) == {"objects", "faces"} and set(cube["task"].values) == {"gender",
+                                                                                                     "identity"}
+    masking = read_result(out / "masking.nc")
+    model_sizes = {"pretraining": 2, "task": 2, "seed": 1}
+    expected = {**{f"source_{dim}": size for dim, size in model_sizes.items()},
+                **{f"target_{dim}": size for dim, size in model_sizes.items()},
+                "fraction": len(document["masking"]["fractions"]), "image": document["masking"]["max_images"],
+                "relation": len(RELATIONS)}
+    assert dict(masking.sizes) == expected
+    assert masking["generalization_index"].dims == tuple(expected)[:6]
+    assert all(type(value) is str for value in masking["image"].values)
+    assert f"Report: {(out / 'report' / 'index.html').resolve()}" in result.output
+    for label in ("same model", "other task", "other pretraining", "other task and pretraining"):
+        assert re.search(rf"^  {label}\s+\d\.\d\d  \[", result.output, flags=re.M), label
+    assert re.search(r"^Best method by relevance mass accuracy: \w+ \d\.\d\d \[", result.output, flags=re.M)
+    assert result_attrs(out / "rsa.nc")["human_is_stand_in"] == "yes"

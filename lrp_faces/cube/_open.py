@@ -20,15 +20,16 @@ MODEL_ATTRS = ("pretraining", "task", "seed", "model", "model_file", "model_num_
 FILL = {"relevance": np.nan, "output": np.nan, "prediction": -1, "label": -1, "correct": False}
 
 
-def open_cube(path: str | os.PathLike, chunks="auto") -> xr.Dataset:
+def open_cube(path: str | os.PathLike, chunks=None) -> xr.Dataset:
     """Open a cube directory written by :func:`compute` lazily, as one dask-backed Dataset.
 
     Parameters
     ----------
     path : str or PathLike
         The cube directory (or a single model's file).
-    chunks : "auto", dict or None
-        Dask chunks, as for :func:`xarray.open_dataset`; ``{}`` gives the chunks on disk (one batch of images).
+    chunks : dict or "auto", optional
+        Dask chunks, as for :func:`xarray.open_dataset`. The default, the chunks on disk (one batch of images of one
+        model), lets a reader take a block of images without reading the rest; ``"auto"`` makes one chunk per model.
 
     Returns
     -------
@@ -57,7 +58,7 @@ def open_cube(path: str | os.PathLike, chunks="auto") -> xr.Dataset:
         raise CubeFileError(f"there is no cube at {str(path)!r}: no such directory or file")
     headers = [read_header(file) for file in files]
     _check_agreement(headers)
-    datasets = [_open_file(header.path, chunks) for header in headers]
+    datasets = [_open_file(header.path, {} if chunks is None else chunks) for header in headers]
     cube = _combine([header.spec for header in headers], datasets)
     cube.attrs = _cube_attrs(headers)
     return cube

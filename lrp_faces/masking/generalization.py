@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ from .curves import (_by_fraction, _check_batch_size, _curve_variables, _device,
                      _original_scores, aopc, check_labels)
 from .perturbation import _config, _Fills, _Masker, check_relevance
 
-__all__ = ["generalization", "RELATIONS", "MODEL_DIMS"]
+__all__ = ["generalization", "relation", "RELATIONS", "MODEL_DIMS"]
 
 MODEL_DIMS = ("pretraining", "task", "seed")
 CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
@@ -30,7 +31,8 @@ SCORES = ("output", "probability")
 _RNG = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"  # scipy < 1.15
 
 
-def _relation(source: ModelSpec, target: ModelSpec) -> str:
+def relation(source: ModelSpec, target: ModelSpec) -> str:
+    """How ``target`` relates to ``source``: one of :data:`RELATIONS`."""
     same_pretraining, same_task = source.pretraining == target.pretraining, source.task == target.task
     if same_pretraining and same_task:
         return "same_model" if source.seed == target.seed else "same_cell_different_seed"
@@ -137,7 +139,10 @@ def _bootstrap(per_image: np.ndarray, sources: int, groups: list[np.ndarray], n_
     def statistic(sample, axis=-1):
         return _derived(sample.mean(axis), sources, groups)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        # a quantity that is NaN in every resample (an empty relation) gets a NaN CI, as documented; scipy's warning
+        # about it names the BCa method, which is not the one used here
+        warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
         result = scipy.stats.bootstrap((per_image,), statistic, n_resamples=n_bootstrap, batch=min(n_bootstrap, 100),
                                        vectorized=True, axis=-1, confidence_level=confidence, method="percentile",
                                        **{_RNG: np.random.default_rng((seed, 3))})
@@ -238,7 +243,7 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         ``generalization_index`` G(s->t) = (AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t)) with
         CIs, ``asymmetry`` G(s->t) - G(t->s) with ``asymmetry_p_value``, and ``pair_relation``. The random source
         is in ``random_*`` variables over the target dims; the unmasked scores in ``unmasked_*``; ``summary_*``
-        variables average G, AOPC and |asymmetry| over the pairs of each relation (:data:`RELATIONS`).
+        variables average G, AOPC and ``|asymmetry|`` over the pairs of each relation (:data:`RELATIONS`).
     """
     config = _config(fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise)
     if config.order == "random":
@@ -311,7 +316,7 @@ def _assemble(scores: np.ndarray, unmasked: np.ndarray, specs: list[ModelSpec], 
     originals = np.broadcast_to(unmasked[None, :, channel], pair_scores.shape[:2] + unmasked.shape[-1:])
     per_image = aopc(originals, pair_scores[:, :, channel], fractions)  # (S, T, N)
     random_per_image = aopc(unmasked[:, channel], random_scores[:, channel], fractions)  # (T, N)
-    relations = np.array([[_relation(source, target) for target in specs] for source in specs])
+    relations = np.array([[relation(source, target) for target in specs] for source in specs])
     variables["pair_relation"] = (pair_dims, relations.reshape(grid + grid))
     for name, values in _statistics(per_image, random_per_image, relations, n_bootstrap, n_permutations,
                                     confidence, config.seed).items():

@@ -1,0 +1,4 @@
+"""``python -m lrp_faces.cli``: the ``lrp-faces`` command."""
+from . import main
+
+main(prog_name="lrp-faces")

@@ -1,0 +1,604 @@
+"""A study declared in TOML: its models, data, method, masking and analyses (and, re-exported, its result files).
+
+>>> study = Study.from_toml("benchmarks/suites/demo.toml")                          # doctest: +SKIP
+>>> study.masking.fractions                                                         # doctest: +SKIP
+
+Every key of the file is checked when it is read: a missing key, a value of the wrong type or an unknown key raises
+:class:`StudyError` naming the file, the table and the key, and saying what was expected. The schema is in
+``benchmarks/README.md`` and in the docstrings of the settings classes below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import methods as method_registry
+from ..masking import DEFAULT_FRACTIONS, FILLS, MODES, MaskingConfig, MaskingError
+from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError
+from .results import STEP_ATTR, read_result, result_attrs, write_result
+
+__all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings", "MaskingSettings",
+           "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DEMO_ZOOS", "write_result", "read_result",
+           "result_attrs", "STEP_ATTR", "parse_model_id"]
+
+ANALYSES = ("similarity", "regions", "methods", "rsa")
+"""The analyses of a study, in the order they run; each writes ``<name>.nc``."""
+DATASET_KINDS = ("demo", "synthetic", "manifest", "celeba", "folders")
+DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
+LABELS = ("identity", "gender")
+SCORES = ("output", "probability")
+_REQUIRED = object()
+
+
+class StudyError(ValueError):
+    """An invalid study file or study setting; the message names the file, the key and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------------- reading tables
+def _kind_name(kind) -> str:
+    names = {int: "int", float: "float (a number)", str: "str", bool: "bool (true or false)", list: "array",
+             dict: "table"}
+    if isinstance(kind, tuple):
+        return " or ".join(_kind_name(each) for each in kind)
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _conforms(value: Any, kind) -> bool:
+    if isinstance(kind, tuple):
+        return any(_conforms(value, each) for each in kind)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, kind)
+
+
+class _Table:
+    """One TOML table being read: typed look-ups that name the file, table and key, then a check for unknown keys."""
+
+    def __init__(self, data: Any, file: str, path: tuple[str, ...] = ()):
+        self.file, self.path = file, path
+        self.where = f"{file}: [{'.'.join(path)}]" if path else file
+        if not isinstance(data, Mapping):
+            raise StudyError(f"{self.where}: expected a table, got {type(data).__name__} {data!r}")
+        self.data, self.known = data, []
+
+    def key(self, key: str) -> str:
+        return f"{self.where}.{key}"
+
+    def get(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None, low: float | None = None):
+        self.known.append(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise StudyError(f"{self.where}: missing key {key!r} ({_kind_name(kind)})")
+            return default
+        value = self.data[key]
+        if not _conforms(value, kind):
+            raise StudyError(f"{self.key(key)}: expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+        if choices is not None and value not in choices:
+            raise StudyError(f"{self.key(key)}: expected one of {list(choices)}, got {value!r}")
+        if low is not None and value < low:
+            raise StudyError(f"{self.key(key)}: expected {_kind_name(kind)} >= {low}, got {value!r}")
+        return float(value) if kind is float else value
+
+    def array(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None) -> tuple | Any:
+        if key not in self.data and default is not _REQUIRED:
+            self.known.append(key)
+            return default
+        value = self.get(key, list)
+        for index, item in enumerate(value):
+            if not _conforms(item, kind):
+                raise StudyError(f"{self.key(key)}[{index}]: expected {_kind_name(kind)}, got "
+                                 f"{type(item).__name__} {item!r}")
+            if choices is not None and item not in choices:
+                raise StudyError(f"{self.key(key)}[{index}]: expected one of {list(choices)}, got {item!r}")
+        return tuple(float(item) if kind is float else item for item in value)
+
+    def table(self, key: str, required: bool = False) -> "_Table":
+        """The sub-table ``key`` (empty if absent and not ``required``)."""
+        self.known.append(key)
+        if key not in self.data and required:
+            raise StudyError(f"{self.where}: missing table [{'.'.join(self.path + (key,))}]")
+        return _Table(self.data.get(key, {}), self.file, self.path + (key,))
+
+    def finish(self) -> None:
+        """Raise for keys that were not read."""
+        unknown = sorted(set(self.data) - set(self.known), key=str)
+        if unknown:
+            raise StudyError(f"{self.where}: unknown key(s) {unknown}; expected keys are {self.known}")
+
+
+def _kind_of_default(default: Any):
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, (int, float)):
+        return float if isinstance(default, float) else int
+    if isinstance(default, str):
+        return str
+    if isinstance(default, (tuple, list)):
+        return list
+    if isinstance(default, Mapping):
+        return dict
+    return None
+
+
+def check_params(function: Callable, params: Mapping, where: str, reserved: tuple[str, ...] = ()) -> dict:
+    """Check keyword arguments for ``function`` from a TOML table: known names, and the type of each default."""
+    signature = inspect.signature(function)
+    accepted = {name: parameter for name, parameter in signature.parameters.items()
+                if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+                and name not in reserved and parameter.default is not parameter.empty}
+    checked = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise StudyError(f"{where}: unknown key {key!r}; expected keys are {sorted(accepted)}")
+        kind = _kind_of_default(accepted[key].default)
+        if kind is not None and not _conforms(value, kind):
+            raise StudyError(f"{where}.{key}: expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+        checked[key] = tuple(value) if isinstance(value, list) else float(value) if kind is float else value
+    return checked
+
+
+def _method_init(name: str) -> Callable:
+    """The constructor of the registered method ``name``, whose keyword arguments are its parameters."""
+    return type(method_registry.get(name)).__init__
+
+
+def _built(table: _Table, factory: Callable, *arguments, **options):
+    """``factory(...)``, with the file's name put before the message of a :class:`StudyError` it raises."""
+    try:
+        return factory(*arguments, **options)
+    except StudyError as error:
+        raise StudyError(f"{table.file}: {error}") from None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able plain data: tuples as lists, paths as strings, dataclasses as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class ZooSettings:
+    """``[zoo]``: the offline demo zoo (``demo = "default"`` or ``"quick"``), or models from files.
+
+    Files: ``image_size`` and ``[[zoo.models]]`` with ``pretraining``, ``task``, ``seed``, ``path`` (relative to the
+    study file), ``format`` (``lrp_faces``, ``torchvision`` or ``vgg_face``) and ``num_classes``; see
+    :meth:`lrp_faces.zoo.Zoo.from_toml`. The demo zoo is trained on first use and cached in ``cache_dir`` (default
+    :func:`lrp_faces.zoo.default_cache_dir`).
+    """
+
+    demo: str | None = None
+    models: Zoo | None = None
+    cache_dir: Path | None = None
+
+    def __post_init__(self):
+        if (self.demo is None) == (self.models is None):
+            raise StudyError("[zoo]: give either demo = \"default\" | \"quick\" or [[zoo.models]], not both or neither")
+        if self.demo is not None and self.demo not in DEMO_ZOOS:
+            raise StudyError(f"[zoo].demo: expected one of {list(DEMO_ZOOS)}, got {self.demo!r}")
+
+    @property
+    def demo_settings(self) -> DemoSettings | None:
+        return DEMO_ZOOS[self.demo]() if self.demo is not None else None
+
+    @property
+    def image_size(self) -> int | None:
+        return self.demo_settings.image_size if self.demo is not None else self.models.image_size
+
+    def build(self, progress: bool = True) -> Zoo:
+        """The zoo: loaded from its files, or the demo zoo trained (first time) or loaded from the cache."""
+        if self.models is not None:
+            return self.models
+        return Zoo.demo(self.demo_settings, cache_dir=self.cache_dir, progress=progress)
+
+    def to_dict(self) -> dict:
+        if self.demo is not None:
+            return {"demo": self.demo, "demo_key": self.demo_settings.key(),
+                    "demo_settings": _plain(self.demo_settings),
+                    "cache_dir": None if self.cache_dir is None else str(self.cache_dir)}
+        return {"image_size": self.models.image_size, "models": [
+            {**spec.to_dict(), "path": str(entry.path), "format": entry.format, "num_classes": entry.num_classes}
+            for spec, entry in sorted(self.models.entries.items())]}
+
+    def fingerprint(self) -> dict:
+        """What identifies the models: the demo's settings key, or each file's path, format and modification."""
+        if self.demo is not None:
+            return {"demo_key": self.demo_settings.key()}
+        models = []
+        for spec, entry in sorted(self.models.entries.items()):
+            stat = entry.path.stat() if entry.path.exists() else None
+            models.append([spec.name, str(entry.path.resolve()), entry.format, entry.num_classes,
+                           None if stat is None else [stat.st_size, stat.st_mtime_ns]])
+        return {"models": models}
+
+    @classmethod
+    def from_table(cls, table: _Table, base: Path) -> "ZooSettings":
+        data = dict(table.data)
+        if "demo" in data:
+            demo = table.get("demo", str, choices=tuple(DEMO_ZOOS))
+            cache = table.get("cache_dir", str, None)
+            table.finish()
+            return cls(demo=demo, cache_dir=None if cache is None else (base / Path(cache).expanduser()))
+        if "cache_dir" in data:
+            raise StudyError(f"{table.key('cache_dir')}: applies to the demo zoo only (demo = \"default\" | "
+                             f"\"quick\")")
+        try:
+            models = Zoo.from_dict(data, base=base, where=table.where)
+        except ZooError as error:
+            raise StudyError(str(error)) from None
+        return cls(models=models)
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """``[dataset]``: the images explained and their labels.
+
+    ``kind`` is ``demo`` (the demo zoo's held-out study faces), ``synthetic`` (``identities``,
+    ``images_per_identity``, ``seed``, ``nuisance``), ``manifest`` (``path`` to a CSV ``path,identity,gender``,
+    optional ``image_root``), ``celeba`` (``path`` to the CelebA root, optional ``split``) or ``folders`` (``path``
+    to one folder per identity). ``image_size`` defaults to the zoo's; ``max_images`` keeps that many images, evenly
+    spaced; ``[dataset.labels]`` maps a model task to the label it is scored on (``identity`` or ``gender``;
+    default: the task's own name).
+    """
+
+    kind: str = "demo"
+    path: Path | None = None
+    image_root: Path | None = None
+    split: str | None = None
+    image_size: int | None = None
+    identities: int = 10
+    images_per_identity: int = 8
+    seed: int = 0
+    nuisance: float = 1.0
+    max_images: int | None = None
+    on_error: str = "raise"
+    check: str = "verify"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the images are synthetic faces, with ground-truth regions and generative parameters."""
+        return self.kind in ("demo", "synthetic")
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_table(cls, table: _Table, base: Path) -> "DatasetSettings":
+        kind = table.get("kind", str, choices=DATASET_KINDS)
+        options: dict[str, Any] = {"kind": kind}
+        if kind == "synthetic":
+            options["identities"] = table.get("identities", int, 10, low=1)
+            options["images_per_identity"] = table.get("images_per_identity", int, 8, low=1)
+            options["seed"] = table.get("seed", int, 0, low=0)
+            options["nuisance"] = table.get("nuisance", float, 1.0)
+        if kind in ("manifest", "celeba", "folders"):
+            options["path"] = base / Path(table.get("path", str)).expanduser()
+            if not options["path"].exists():
+                raise StudyError(f"{table.key('path')}: {str(options['path'])!r} does not exist")
+            options["on_error"] = table.get("on_error", str, "raise", choices=("raise", "skip"))
+            options["check"] = table.get("check", str, "verify", choices=("verify", "load", "exists"))
+        if kind == "manifest":
+            root = table.get("image_root", str, None)
+            options["image_root"] = None if root is None else base / Path(root).expanduser()
+        if kind == "celeba":
+            options["split"] = table.get("split", str, None, choices=("train", "valid", "test"))
+        if kind != "demo":
+            options["image_size"] = table.get("image_size", int, None, low=16)
+        options["max_images"] = table.get("max_images", int, None, low=2)
+        labels = table.table("labels")
+        for task in labels.data:
+            labels.get(task, str, choices=LABELS)
+        labels.finish()
+        options["labels"] = dict(labels.data)
+        table.finish()
+        return cls(**options)
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """``[attribution]``: ``method`` (see ``lrp-faces methods``), ``batch_size``, ``contrastive`` and the method's
+    parameters in ``[attribution.params]``."""
+
+    method: str = "epsilon_gamma_box"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    contrastive: bool = True
+
+    def __post_init__(self):
+        try:
+            method_registry.get(self.method, **self.params)
+        except (ValueError, TypeError) as error:
+            raise StudyError(f"[attribution]: {error}") from None
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_table(cls, table: _Table) -> "AttributionSettings":
+        method = table.get("method", str, "epsilon_gamma_box", choices=tuple(method_registry.names()))
+        params = table.table("params")
+        checked = check_params(_method_init(method), params.data, params.where,
+                               reserved=("self",))
+        options = (method, checked, table.get("batch_size", int, 16, low=1), table.get("contrastive", bool, True))
+        table.finish()
+        return _built(table, cls, *options)
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    """``[masking]``: the generalisation benchmark (:func:`lrp_faces.masking.generalization`).
+
+    ``fractions``, ``order`` (``morf`` | ``lerf``), ``fill``, ``patch``, ``mode``, ``seed``, ``blur_sigma``,
+    ``road_noise``, ``score`` (``output`` | ``probability``), ``n_bootstrap``, ``n_permutations``, ``confidence``,
+    ``batch_size``; ``max_images`` uses that many of the cube's images, evenly spaced (default: all).
+    """
+
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    order: str = "morf"
+    fill: str = "mean"
+    patch: int = 1
+    mode: str = "remove"
+    seed: int = 0
+    blur_sigma: float | None = None
+    road_noise: float = 0.01
+    score: str = "output"
+    n_bootstrap: int = 1000
+    n_permutations: int = 1000
+    confidence: float = 0.95
+    batch_size: int | None = None
+    max_images: int | None = None
+
+    def __post_init__(self):
+        try:
+            config = MaskingConfig(self.fractions, self.order, self.fill, self.patch, self.mode, self.seed,
+                                   blur_sigma=self.blur_sigma, road_noise=self.road_noise)
+        except (MaskingError, TypeError) as error:
+            raise StudyError(f"[masking]: {error}") from None
+        if config.order == "random":
+            raise StudyError("[masking].order: expected 'morf' or 'lerf' (the random order is always the baseline)")
+        if not any(value > 0 for value in config.fractions):
+            raise StudyError(f"[masking].fractions: expected at least one fraction > 0, got {list(self.fractions)}")
+        if not 0 < self.confidence < 1:
+            raise StudyError(f"[masking].confidence: expected a float in (0, 1), got {self.confidence!r}")
+        object.__setattr__(self, "fractions", config.fractions)
+
+    def arguments(self) -> dict:
+        """Keyword arguments of :func:`lrp_faces.masking.generalization`."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "max_images"}
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_table(cls, table: _Table) -> "MaskingSettings":
+        defaults = cls()
+        options = {
+            "fractions": table.array("fractions", float, defaults.fractions),
+            "order": table.get("order", str, "morf", choices=("morf", "lerf")),
+            "fill": table.get("fill", str, "mean", choices=FILLS),
+            "patch": table.get("patch", int, 1, low=1),
+            "mode": table.get("mode", str, "remove", choices=MODES),
+            "seed": table.get("seed", int, 0, low=0),
+            "blur_sigma": table.get("blur_sigma", float, None),
+            "road_noise": table.get("road_noise", float, 0.01),
+            "score": table.get("score", str, "output", choices=SCORES),
+            "n_bootstrap": table.get("n_bootstrap", int, 1000, low=0),
+            "n_permutations": table.get("n_permutations", int, 1000, low=0),
+            "confidence": table.get("confidence", float, 0.95),
+            "batch_size": table.get("batch_size", int, None, low=1),
+            "max_images": table.get("max_images", int, None, low=2),
+        }
+        table.finish()
+        return _built(table, cls, **options)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """``[analysis]``: which analyses run (``run``, default all of :data:`ANALYSES`) and their settings.
+
+    ``[analysis.similarity]``, ``[analysis.regions]``, ``[analysis.methods]`` and ``[analysis.rsa]`` hold keyword
+    arguments of :func:`lrp_faces.analysis.similarity`, :func:`~lrp_faces.analysis.region_relevance`,
+    :func:`~lrp_faces.analysis.method_comparison` and :func:`~lrp_faces.analysis.compare_with_humans` (with
+    :func:`~lrp_faces.analysis.model_rdms`), checked against their signatures. ``[analysis.rsa]`` also takes
+    ``human_rdm``: a file for :func:`~lrp_faces.analysis.load_human_rdm`, or ``"synthetic"`` for the parameter-space
+    stand-in of synthetic faces (the default for synthetic data). ``[analysis.methods]`` takes ``max_images`` (that
+    many images, evenly spaced) and ``method_params``, a table of parameters per method name.
+    """
+
+    run: tuple[str, ...] = ANALYSES
+    similarity: Mapping[str, Any] = field(default_factory=dict)
+    regions: Mapping[str, Any] = field(default_factory=dict)
+    methods: Mapping[str, Any] = field(default_factory=dict)
+    rsa: Mapping[str, Any] = field(default_factory=dict)
+    human_rdm: str | Path | None = None
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_table(cls, table: _Table, base: Path, dataset: DatasetSettings) -> "AnalysisSettings":
+        run = table.array("run", str, ANALYSES, choices=ANALYSES)
+        if len(set(run)) != len(run):
+            raise StudyError(f"{table.key('run')}: expected distinct names, got {list(run)}")
+        options: dict[str, Any] = {"run": tuple(name for name in ANALYSES if name in run)}
+        for name in ANALYSES:
+            options[name] = dict(table.table(name).data)
+        table.finish()
+        rsa = dict(options["rsa"])
+        human = rsa.pop("human_rdm", "synthetic" if dataset.synthetic else None)
+        where = f"{table.file}: [analysis.rsa]"
+        if human is not None and not isinstance(human, str):
+            raise StudyError(f"{where}.human_rdm: expected str (a file, or \"synthetic\"), got "
+                             f"{type(human).__name__} {human!r}")
+        if human == "synthetic" and not dataset.synthetic:
+            raise StudyError(f"{where}.human_rdm: \"synthetic\" (parameter-space distances) needs synthetic faces "
+                             f"([dataset].kind \"demo\" or \"synthetic\"); give the path of a human RDM file")
+        if human not in (None, "synthetic"):
+            human = base / Path(human).expanduser()
+            if not human.is_file():
+                raise StudyError(f"{where}.human_rdm: file {str(human)!r} does not exist")
+        if "rsa" in options["run"] and human is None:
+            raise StudyError(f"{where}: missing key 'human_rdm' (str: the file of human dissimilarities); "
+                             f"or leave \"rsa\" out of [analysis].run")
+        options["rsa"], options["human_rdm"] = rsa, human
+        settings = cls(**options)
+        settings.check(table.file)
+        return settings
+
+    def check(self, file: str = "study") -> None:
+        """Check every key against the analysis functions' signatures and the types of their defaults."""
+        from .. import analysis
+
+        def where(*names: str) -> str:
+            return f"{file}: [{'.'.join(('analysis',) + names)}]"
+
+        check_params(analysis.similarity, self.similarity, where("similarity"), ("cube", "progress"))
+        check_params(analysis.region_relevance, self.regions, where("regions"),
+                     ("cube", "regions", "region_names", "progress"))
+        own = ("max_images", "models", "method_params")
+        check_params(analysis.method_comparison, {key: value for key, value in self.methods.items()
+                                                  if key not in own},
+                     where("methods"), ("zoo", "dataset", "masks", "progress") + own)
+        table = _Table(self.methods, file, ("analysis", "methods"))
+        table.known.extend(key for key in self.methods if key not in own)
+        table.get("max_images", int, None, low=2)
+        table.array("methods", str, (), choices=tuple(method_registry.names()))
+        for index, model in enumerate(table.array("models", str, ())):
+            try:
+                parse_model_id(model)
+            except (StudyError, ZooError) as error:
+                raise StudyError(f"{table.key('models')}[{index}]: {error}") from None
+        parameters = table.table("method_params")
+        for name in parameters.data:
+            if name not in method_registry.names():
+                raise StudyError(f"{parameters.where}: unknown method {name!r}; known methods are "
+                                 f"{method_registry.names()}")
+            check_params(_method_init(name), parameters.table(name).data,
+                         where("methods", "method_params", name), ("self",))
+        rsa_functions = {analysis.model_rdms: ("cube", "zoo", "dataset", "progress"),
+                         analysis.compare_with_humans: ("model_rdms", "human_rdm", "human_source", "progress")}
+        accepted = {name for function, reserved in rsa_functions.items()
+                    for name in inspect.signature(function).parameters if name not in reserved}
+        for key, value in self.rsa.items():
+            owner = next((function for function, reserved in rsa_functions.items()
+                          if key in inspect.signature(function).parameters and key not in reserved), None)
+            if owner is None:
+                raise StudyError(f"{where('rsa')}: unknown key {key!r}; expected keys are "
+                                 f"{sorted(accepted | {'human_rdm'})}")
+            check_params(owner, {key: value}, where("rsa"), rsa_functions[owner])
+
+    def arguments(self, name: str, function: Callable) -> dict:
+        """The settings of analysis ``name`` that ``function`` takes, arrays as tuples."""
+        accepted = inspect.signature(function).parameters
+        return {key: tuple(value) if isinstance(value, list) else value
+                for key, value in getattr(self, name).items() if key in accepted}
+
+
+def parse_model_id(text: str) -> ModelSpec:
+    """``"faces/gender/0"`` -> ``ModelSpec("faces", "gender", 0)`` (the model ids of :mod:`lrp_faces.analysis`)."""
+    parts = text.split("/") if isinstance(text, str) else []
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise StudyError(f"a model id looks like \"faces/gender/0\" (pretraining/task/seed), got {text!r}")
+    return ModelSpec(parts[0], parts[1], int(parts[2]))
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole study: ``[study]`` (``name``, ``out``), ``[zoo]``, ``[dataset]``, ``[attribution]``, ``[masking]``,
+    ``[analysis]`` and ``[report]`` (``enabled``). Read with :meth:`from_toml`; the demo is :meth:`demo`."""
+
+    zoo: ZooSettings
+    dataset: DatasetSettings = DatasetSettings()
+    attribution: AttributionSettings = AttributionSettings()
+    masking: MaskingSettings = MaskingSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    report: bool = True
+    name: str = "study"
+    out: Path | None = None
+    source: Path | None = None
+
+    def __post_init__(self):
+        if self.dataset.kind == "demo" and self.zoo.demo is None:
+            raise StudyError("[dataset].kind: \"demo\" (the demo's study faces) goes with the demo zoo "
+                             "([zoo] demo = \"default\" | \"quick\"); use \"synthetic\" or real data for other zoos")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images, in pixels: the dataset's, else the zoo's, else 224."""
+        return self.dataset.image_size or self.zoo.image_size or 224
+
+    def to_dict(self) -> dict:
+        """The resolved settings, as plain JSON-able data."""
+        return {"name": self.name, "source": None if self.source is None else str(self.source),
+                "image_size": self.image_size, "zoo": self.zoo.to_dict(), "dataset": self.dataset.to_dict(),
+                "attribution": self.attribution.to_dict(), "masking": self.masking.to_dict(),
+                "analysis": self.analysis.to_dict(), "report": self.report}
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Study":
+        """Read and check a study file; relative paths in it are relative to its folder."""
+        path = Path(path)
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StudyError(f"study file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise StudyError(f"study file {str(path)!r} is a directory, not a TOML file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise StudyError(f"{str(path)!r} is not valid TOML: {error}") from None
+        return cls.from_dict(document, base=path.parent, name=path.name, source=path)
+
+    @classmethod
+    def from_dict(cls, document: Mapping, base: str | os.PathLike = ".", name: str = "study",
+                  source: Path | None = None) -> "Study":
+        """Build a study from the parsed TOML document; ``name`` prefixes error messages."""
+        base = Path(base)
+        top = _Table(document, name)
+        header = top.table("study")
+        study_name = header.get("name", str, Path(name).stem)
+        out = header.get("out", str, None)
+        header.finish()
+        if "zoo" not in document:
+            raise StudyError(f"{name}: missing table [zoo] (demo = \"default\" | \"quick\", or [[zoo.models]])")
+        zoo = ZooSettings.from_table(top.table("zoo"), base)
+        dataset = DatasetSettings.from_table(top.table("dataset", required=True), base)
+        attribution = AttributionSettings.from_table(top.table("attribution"))
+        masking = MaskingSettings.from_table(top.table("masking"))
+        analysis = AnalysisSettings.from_table(top.table("analysis"), base, dataset)
+        report = top.table("report")
+        enabled = report.get("enabled", bool, True)
+        report.finish()
+        top.finish()
+        try:
+            return cls(zoo, dataset, attribution, masking, analysis, enabled, study_name,
+                       None if out is None else base / Path(out).expanduser(), source)
+        except StudyError as error:
+            raise StudyError(f"{name}: {error}") from None
+
+    @classmethod
+    def demo(cls, quick: bool = False, cache_dir: str | os.PathLike | None = None) -> "Study":
+        """The offline demo (``lrp-faces demo``), sized to run in minutes on two CPU cores; ``quick`` for CI."""
+        from .demo import demo_study
+        return demo_study(quick, cache_dir)

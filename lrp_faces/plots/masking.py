@@ -1,0 +1,330 @@
+"""Figures of masking results: perturbation curves, the generalisation and asymmetry heatmaps, G by relation."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ._common import (MODEL_DIMS, ORDER_LABELS, PlotError, PlotTypeError, confidence_of,
+                      group_ticks, mean_interval, model_grid, new_figure, palette, pretty, relation_points,
+                      require_dataset, style)
+
+__all__ = ["masking_curves", "generalization_heatmap", "asymmetry_heatmap", "generalization_by_relation"]
+
+SOURCE_DIMS = tuple(f"source_{dim}" for dim in MODEL_DIMS)
+TARGET_DIMS = tuple(f"target_{dim}" for dim in MODEL_DIMS)
+CURVE_METRICS = {"accuracy": "correct", "output": "output", "probability": "probability"}
+_COLOURS = sns.color_palette("colorblind", 10)
+ORDER_STYLE = {"morf": {"color": _COLOURS[1], "linestyle": "-"}, "lerf": {"color": _COLOURS[0], "linestyle": "--"},
+               "random": {"color": _COLOURS[7], "linestyle": ":"}}
+
+
+def _is_generalization(result: Any) -> bool:
+    return isinstance(result, xr.Dataset) and all(dim in result.dims for dim in SOURCE_DIMS + TARGET_DIMS)
+
+
+def _pair_matrix(result: xr.Dataset, name: str) -> np.ndarray:
+    """(S, S) values of a source x target variable, sources as rows, in grid order."""
+    variable = result[name].transpose(*SOURCE_DIMS, *TARGET_DIMS)
+    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
+    return np.asarray(variable.values, dtype=np.float64).reshape(count, count)
+
+
+def _own_and_random(result: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, F, N) curves of every model on its own maps (the diagonal) and with the random order."""
+    pairs = result[variable].transpose(*SOURCE_DIMS, *TARGET_DIMS, "fraction", "image")
+    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
+    square = np.asarray(pairs.values, dtype=np.float64).reshape((count, count) + pairs.shape[-2:])
+    own = square[np.arange(count), np.arange(count)]
+    random = result[f"random_{variable}"].transpose(*TARGET_DIMS, "fraction", "image")
+    return own, np.asarray(random.values, dtype=np.float64).reshape((count,) + random.shape[-2:])
+
+
+def _curves_from_generalization(results: Mapping[str, xr.Dataset], metrics: Sequence[str]) -> tuple[dict, str]:
+    """{cell: {order: {metric: (fractions, [per-seed (F, N)])}}} from generalisation results keyed by their order:
+    each model on its own maps, and the random order (of the first result)."""
+    needed = [CURVE_METRICS[metric] for metric in metrics]
+    panels: dict = {}
+    grid = None
+    for position, (key, result) in enumerate(results.items()):
+        if key not in ("morf", "lerf"):
+            raise PlotError(f"generalisation results must be keyed by their order, 'morf' or 'lerf'; got {key!r} (the "
+                            f"random order comes with each result)")
+        require_dataset(result, f"result[{key!r}]" if len(results) > 1 else "result",
+                        needed + [f"random_{name}" for name in needed], ("fraction", "image"),
+                        "lrp_faces.masking.generalization")
+        models = model_grid(result, "source_")
+        if grid is not None and models != grid:
+            raise PlotError(f"the generalisation results keyed {list(results)} cover different models")
+        grid = models
+        fractions = np.asarray(result["fraction"].values, dtype=np.float64)
+        sources = [(key, 0), ("random", 1)] if position == 0 else [(key, 0)]
+        for metric in metrics:
+            own_and_random = _own_and_random(result, CURVE_METRICS[metric])
+            for index, (pretraining, task, _) in enumerate(models):
+                cell = panels.setdefault((pretraining, task), {})
+                for name, part in sources:
+                    curves = cell.setdefault(name, {}).setdefault(metric, (fractions, []))[1]
+                    curves.append(own_and_random[part][index])
+    return panels, "seeds"
+
+
+def _curves_from_mapping(result: Mapping, metrics: Sequence[str]) -> tuple[dict, str]:
+    """{("", ""): {order: {metric: (fractions, [per-replicate (F, N)])}}} from curves results keyed by order."""
+    cell: dict = {}
+    if not result:
+        raise PlotError("result is an empty mapping; give curves results keyed by order, e.g. {'morf': [...]}")
+    for order, items in result.items():
+        datasets = [items] if isinstance(items, xr.Dataset) else list(items) if isinstance(items, Sequence) else None
+        if not datasets or not all(isinstance(item, xr.Dataset) for item in datasets):
+            raise PlotTypeError(f"result[{order!r}] must be a lrp_faces.masking.curves Dataset or a sequence of them "
+                                f"(one per seed), got {type(items).__name__}")
+        for item in datasets:
+            require_dataset(item, f"result[{order!r}]", [CURVE_METRICS[metric] for metric in metrics],
+                            ("fraction", "image"), "lrp_faces.masking.curves")
+            fractions = np.asarray(item["fraction"].values, dtype=np.float64)
+            for metric in metrics:
+                values = item[CURVE_METRICS[metric]]
+                extra = [dim for dim in values.dims if dim not in ("fraction", "image")]
+                stacked = values.transpose(*extra, "fraction", "image").values.astype(np.float64)
+                stacked = stacked.reshape((-1,) + stacked.shape[-2:])  # extra dims (e.g. seed) are replicates
+                entry = cell.setdefault(str(order), {}).setdefault(metric, (fractions, []))
+                if entry[0].shape != fractions.shape or not np.allclose(entry[0], fractions):
+                    raise PlotError(f"the curves of result[{order!r}] use different fractions")
+                entry[1].extend(stacked)
+    return {("", ""): cell}, "replicates"
+
+
+def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Dataset]],
+                   metrics: Sequence[str] = ("accuracy", "output"), confidence: float | None = None) -> Figure:
+    """Accuracy and explained output against the fraction of pixels hidden, per hiding order, with CI bands.
+
+    Parameters
+    ----------
+    result : xarray.Dataset or Mapping
+        A :func:`lrp_faces.masking.generalization` result, drawn per pretraining x task cell: each model on its own
+        maps (the result's order) and the random order, averaged over seeds; or such results keyed by order
+        (``{"morf": ..., "lerf": ...}``); or :func:`lrp_faces.masking.curves` results keyed by order (``"morf"``,
+        ``"lerf"``, ``"random"``), each one Dataset or a sequence of them (one per seed), drawn in one cell.
+    metrics : sequence of {"accuracy", "output", "probability"}
+        One row of panels each.
+    confidence : float, optional
+        Of the bands (default: the result's, else 0.95). Bands are Student-t intervals of the mean over seeds; with
+        a single seed, over images.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``len(metrics)`` rows x one column per cell.
+    """
+    if isinstance(metrics, str) or not metrics or any(metric not in CURVE_METRICS for metric in metrics):
+        raise PlotError(f"metrics must be a non-empty sequence of {tuple(CURVE_METRICS)}, got {metrics!r}")
+    if _is_generalization(result):
+        panels, replicate_name = _curves_from_generalization({str(result.attrs.get("order", "morf")): result},
+                                                             metrics)
+        attrs = result.attrs
+    elif isinstance(result, Mapping) and result and all(_is_generalization(item) for item in result.values()):
+        panels, replicate_name = _curves_from_generalization({str(key): item for key, item in result.items()},
+                                                             metrics)
+        attrs = next(iter(result.values())).attrs
+    elif isinstance(result, Mapping) and not isinstance(result, xr.Dataset):
+        panels, replicate_name = _curves_from_mapping(result, metrics)
+        first = next(iter(result.values()))
+        attrs = (first if isinstance(first, xr.Dataset) else first[0]).attrs
+    else:
+        raise PlotTypeError(f"result must be a lrp_faces.masking.generalization Dataset or a mapping order -> "
+                            f"masking.curves Dataset(s); got {type(result).__name__}"
+                            + (" without source_/target_ dims" if isinstance(result, xr.Dataset) else ""))
+    confidence = confidence if confidence is not None else confidence_of(
+        result if isinstance(result, xr.Dataset) else xr.Dataset(attrs=dict(attrs)))
+    units = "patches" if int(attrs.get("patch", 1) or 1) > 1 else "pixels"
+    ylabels = {"accuracy": "accuracy", "probability": "probability of the true class",
+               "output": "contrastive output" if int(attrs.get("contrastive", 1)) else "logit of the true class"}
+    cells = list(panels)
+    band_notes = set()
+    with style(1.0):
+        figure = new_figure(2.6 * len(cells) + 0.8, 2.4 * len(metrics) + 0.9)
+        axes = figure.subplots(len(metrics), len(cells), squeeze=False, sharex=True, sharey="row")
+        for column, cell in enumerate(cells):
+            for row, metric in enumerate(metrics):
+                ax = axes[row, column]
+                for order, by_metric in panels[cell].items():
+                    fractions, replicates = by_metric[metric]
+                    per_replicate = np.array([np.nanmean(values, axis=-1) for values in replicates])
+                    if len(replicates) >= 2:
+                        mean, low, high = mean_interval(per_replicate, 0, confidence)
+                        band_notes.add(f"over {len(replicates)} {replicate_name}")
+                    else:
+                        mean, low, high = mean_interval(replicates[0], -1, confidence)
+                        band_notes.add(f"over images (1 {replicate_name[:-1]})")
+                    line_style = ORDER_STYLE.get(order, {"color": palette(5)[4], "linestyle": "-."})
+                    ax.plot(fractions, mean, label=pretty(order, ORDER_LABELS), linewidth=2, **line_style)
+                    if metric != "output":  # accuracy and probability live in [0, 1]
+                        low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+                    if np.isfinite(low).any():
+                        ax.fill_between(fractions, low, high, color=line_style["color"], alpha=0.2, linewidth=0)
+                if row == 0 and cell != ("", ""):
+                    ax.set_title(f"{cell[0]} · {cell[1]}")
+                if row == len(metrics) - 1:
+                    ax.set_xlabel(f"fraction of {units} hidden")
+                if column == 0:
+                    ax.set_ylabel(ylabels[metric])
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+        fill = attrs.get("fill", "")
+        figure.suptitle(f"Masking curves{f' (fill: {fill})' if fill else ''}; bands: {confidence:.0%} CI "
+                        f"{', '.join(sorted(band_notes))}", fontsize="medium")
+    return figure
+
+
+def _heatmap(result: xr.Dataset, values: np.ndarray, annotations: np.ndarray | None, title: str, colorbar_label: str,
+             cmap: str, limit: float, mask: np.ndarray | None = None) -> tuple[Figure, Any]:
+    models = model_grid(result, "source_")
+    count = len(models)
+    side = min(max(5.0, 0.55 * count + 2.2), 14.0)
+    figure = new_figure(side + 1.8, side + 0.6)
+    ax = figure.add_subplot()
+    font = 10 if count <= 6 else 8 if count <= 12 else 6 if count <= 16 else 5
+    sns.heatmap(values, ax=ax, cmap=cmap, center=0.0, vmin=-limit, vmax=limit, mask=mask, square=True,
+                annot=annotations if annotations is not None and count <= 20 else False, fmt="",
+                annot_kws={"fontsize": font}, linewidths=0.4, linecolor="white",
+                cbar_kws={"label": colorbar_label, "shrink": 0.8})
+    ax.set_facecolor("0.85")  # NaN and masked cells
+    ax.grid(False)
+    group_ticks(ax, models, "x")
+    group_ticks(ax, models, "y")
+    ax.set_xlabel("target model (scored on the masked images)")
+    ax.set_ylabel("source model (whose map hides the pixels)")
+    ax.set_title(title)
+    return figure, ax
+
+
+def generalization_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
+    """The generalisation index G(source -> target) of every pair of models, grouped by pretraining and task.
+
+    G = 0 is as effective as a random order and 1 as effective as the target's own map (the diagonal, outlined);
+    the colormap is diverging around 0 with 1 marked on the colour bar.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        From :func:`lrp_faces.masking.generalization`.
+    annotate : bool
+        Write the values in the cells (up to 20 models).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The heatmap axes and its colour bar.
+    """
+    require_dataset(result, "result", ["generalization_index"], SOURCE_DIMS + TARGET_DIMS,
+                    "lrp_faces.masking.generalization")
+    values = _pair_matrix(result, "generalization_index")
+    finite = np.abs(values[np.isfinite(values)])
+    limit = max(1.1, float(finite.max()) * 1.02 if finite.size else 1.1)
+    annotations = np.vectorize(lambda value: f"{value:.2f}" if np.isfinite(value) else "")(values) \
+        if annotate else None
+    with style():
+        figure, ax = _heatmap(result, values, annotations, "Generalisation index G(source → target)",
+                              "G  (0: random order, 1: the target's own map)", "RdBu_r", limit)
+        for index in range(len(values)):
+            ax.add_patch(Rectangle((index, index), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+        colorbar = ax.collections[0].colorbar
+        colorbar.ax.axhline(1.0, color="black", linewidth=2)
+        colorbar.ax.axhline(0.0, color="black", linewidth=0.8, linestyle=":")
+        ticks = sorted({round(tick, 2) for tick in (-1.0, -0.5, 0.0, 0.5, 1.0) if abs(tick) <= limit})
+        colorbar.set_ticks(ticks, labels=[("1 (own map)" if tick == 1 else "0 (random)" if tick == 0 else f"{tick:g}")
+                                          for tick in ticks])
+    return figure
+
+
+def _stars(p_value: float) -> str:
+    return "" if not np.isfinite(p_value) else "**" if p_value < 0.01 else "*" if p_value < 0.05 else ""
+
+
+def asymmetry_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
+    """The asymmetry G(s -> t) - G(t -> s) of every pair of models, diverging at 0; * p < 0.05, ** p < 0.01.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        From :func:`lrp_faces.masking.generalization` (``asymmetry`` and ``asymmetry_p_value``).
+    annotate : bool
+        Write the values in the cells (up to 20 models); the significance stars are drawn either way.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    require_dataset(result, "result", ["asymmetry", "asymmetry_p_value"], SOURCE_DIMS + TARGET_DIMS,
+                    "lrp_faces.masking.generalization")
+    values = _pair_matrix(result, "asymmetry")
+    p_values = _pair_matrix(result, "asymmetry_p_value")
+    finite = np.abs(values[np.isfinite(values)])
+    limit = max(0.05, float(finite.max()) if finite.size else 0.05)
+    mask = np.eye(len(values), dtype=bool)
+    annotations = np.array([[(f"{value:.2f}" if annotate and np.isfinite(value) else "") + _stars(p_value)
+                             for value, p_value in zip(row, p_row)] for row, p_row in zip(values, p_values)])
+    with style():
+        figure, ax = _heatmap(result, values, annotations, "Asymmetry G(s → t) − G(t → s)",
+                              "asymmetry  (> 0: the row's map transfers better)", "PuOr_r", limit, mask=mask)
+        tested = np.isfinite(p_values[~mask]).any()
+        ax.set_xlabel(f"{ax.get_xlabel()}\n" + ("* p < 0.05, ** p < 0.01 (paired permutation test\nover images, "
+                                                "uncorrected)" if tested else "no permutation test (too few images)"))
+    return figure
+
+
+def generalization_by_relation(result: xr.Dataset, include_same_model: bool = False) -> Figure:
+    """Mean generalisation index per relation of source to target (other seed, task, pretraining), with its CI.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        From :func:`lrp_faces.masking.generalization` (``summary_generalization_index`` with ``_ci_low``/``_ci_high``
+        over ``relation``; the per-pair ``generalization_index`` and ``pair_relation`` are drawn as dots).
+    include_same_model : bool
+        Also show the diagonal, which is 1 by definition.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names = ["summary_generalization_index", "summary_generalization_index_ci_low",
+             "summary_generalization_index_ci_high"]
+    require_dataset(result, "result", names, ("relation",), "lrp_faces.masking.generalization")
+    relations = [str(value) for value in result["relation"].values
+                 if include_same_model or str(value) != "same_model"]
+    summary = result.sel(relation=relations)
+    mean, low, high = (np.asarray(summary[name].values, dtype=np.float64) for name in names)
+    pair_values: dict[str, np.ndarray] = {}
+    if "pair_relation" in result and "generalization_index" in result:
+        flat_relations = _pair_matrix_strings(result["pair_relation"]).reshape(-1)
+        flat_values = _pair_matrix(result, "generalization_index").reshape(-1)
+        pair_values = {relation: flat_values[flat_relations == relation] for relation in relations}
+    pairs = ({relation: int(count) for relation, count in zip(relations, summary["summary_pairs"].values)}
+             if "summary_pairs" in summary else {relation: len(pair_values.get(relation, []))
+                                                 for relation in relations})
+    with style():
+        figure = new_figure(1.7 * len(relations) + 1.8, 4.2)
+        ax = figure.add_subplot()
+        ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        ax.axhline(0.0, color="0.4", linewidth=1, linestyle=":")
+        ax.text(1.0, 1.0, " own map", transform=ax.get_yaxis_transform(), va="center", fontsize="small")
+        ax.text(1.0, 0.0, " random", transform=ax.get_yaxis_transform(), va="center", fontsize="small", color="0.3")
+        relation_points(ax, relations, mean, low, high, pair_values, pairs)
+        ax.set_ylabel("generalisation index G")
+        ax.set_title(f"Generalisation by relation of source to target ({confidence_of(result):.0%} CI; dots: pairs)")
+    return figure
+
+
+def _pair_matrix_strings(variable: xr.DataArray) -> np.ndarray:
+    values = variable.transpose(*SOURCE_DIMS, *TARGET_DIMS).values
+    values = np.vectorize(lambda value: value.decode() if isinstance(value, bytes) else str(value))(values)
+    count = int(np.sqrt(values.size))
+    return values.reshape(count, count)
+

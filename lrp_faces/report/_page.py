@@ -1,0 +1,391 @@
+"""``write_report``: the page, its sections and the atomic writing of the page and its figures."""
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import xarray as xr
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from .. import plots
+from .readings import (asymmetry_reading, curves_reading, generalization_reading, grid_reading, methods_reading,
+                        regions_reading, relation_reading, rsa_reading, similarity_reading)
+from .tables import (ground_truth_table, methods_table, model_accuracy, relation_table, rsa_table, similarity_table,
+                     study_tables, table)
+
+__all__ = ["write_report", "ReportError", "RESULT_FILES", "FIGURES"]
+
+RESULT_FILES = {"cube": "cube", "masking": "masking.nc", "similarity": "similarity.nc", "regions": "regions.nc",
+                "methods": "methods.nc", "rsa": "rsa.nc"}
+"""Result of each section -> its path in the results directory."""
+FIGURES = ("relevance_grid", "masking_curves", "generalization_heatmap", "asymmetry_heatmap",
+           "generalization_by_relation", "similarity_by_relation", "region_relevance", "method_comparison",
+           "rsa_bars")
+"""Figure files the report writes (``figures/{name}.png`` and ``.svg``)."""
+PNG_DPI = 130
+
+
+class ReportError(ValueError):
+    """A results directory that is missing, unreadable or holds no results."""
+
+
+CSS = """
+:root { --ink: #1d232b; --muted: #5b6673; --line: #d9dee4; --accent: #0b5cad; --warn-bg: #fff4dc; --warn: #8a4b00; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); background: #f4f6f8; }
+header { background: #14304f; color: #fff; padding: 28px 0 22px; }
+header .wrap p { color: #c8d6e6; margin: 4px 0 0; }
+header h1 { margin: 0; font-size: 26px; letter-spacing: .2px; }
+.wrap { max-width: 1120px; margin: 0 auto; padding: 0 24px; }
+nav { background: #fff; border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 1; }
+nav .wrap { display: flex; flex-wrap: wrap; gap: 4px 18px; padding-top: 9px; padding-bottom: 9px; font-size: 14px; }
+nav a { color: var(--accent); text-decoration: none; }
+nav a:hover { text-decoration: underline; }
+main { padding: 8px 0 40px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 6px 24px 18px;
+          margin: 18px 0; }
+h2 { font-size: 20px; margin: 16px 0 8px; border-bottom: 2px solid #e7ebf0; padding-bottom: 6px; }
+h3 { font-size: 16px; margin: 18px 0 6px; }
+figure { margin: 14px 0 20px; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; border: 1px solid #eef1f4; }
+figcaption { color: var(--ink); margin-top: 8px; font-size: 14.5px; max-width: 900px; }
+figcaption a { color: var(--accent); font-size: 13px; white-space: nowrap; }
+ul.findings li { margin: 4px 0; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 13.5px; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 12px 5px 0; text-align: left; vertical-align: top; }
+th { color: var(--muted); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, .path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px;
+              overflow-wrap: anywhere; }
+.note { color: var(--muted); font-style: italic; }
+.warning { background: var(--warn-bg); color: var(--warn); border: 1px solid #e8b96a; border-radius: 6px;
+           padding: 8px 12px; font-weight: 600; }
+.scroll { overflow-x: auto; }
+details { margin: 4px 0 8px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 4px 28px; }
+.card h4 { margin: 12px 0 0; font-size: 14px; text-transform: capitalize; }
+.card table { font-size: 13px; width: 100%; table-layout: fixed; }
+.card td, .card th { overflow-wrap: break-word; }
+.card td:first-child, .card th:first-child { color: var(--muted); width: 46%; }
+summary { cursor: pointer; color: var(--accent); font-size: 14px; }
+footer { color: var(--muted); font-size: 13px; text-align: center; padding: 0 0 30px; }
+"""
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def _check_directory(results_dir: str | os.PathLike) -> Path:
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise TypeError(f"results_dir must be a path, got {type(results_dir).__name__}")
+    path = Path(results_dir).expanduser()
+    if not path.exists():
+        raise ReportError(f"there is no results directory at {str(path)!r}; run `lrp-faces demo --out "
+                          f"{path}` or `lrp-faces run STUDY.toml --out {path}` first")
+    if not path.is_dir():
+        raise ReportError(f"results_dir {str(path)!r} is a file; expected the directory of a study run")
+    try:
+        entries = {entry.name for entry in path.iterdir()}
+    except OSError as error:
+        raise ReportError(f"the results directory {str(path)!r} cannot be read: {error}") from None
+    if "study.json" not in entries and not any(name in entries for name in RESULT_FILES.values()):
+        raise ReportError(f"{str(path)!r} holds no study results: expected study.json or one of "
+                          f"{sorted(RESULT_FILES.values())}")
+    return path
+
+
+def _load_study(path: Path) -> tuple[dict, str | None]:
+    file = path / "study.json"
+    if not file.is_file():
+        return {}, "study.json not found: the settings and the zoo table are not shown."
+    try:
+        study = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return {}, f"study.json could not be read ({error})."
+    return (study, None) if isinstance(study, dict) else ({}, "study.json does not hold a JSON object.")
+
+
+def _open_result(path: Path, key: str) -> tuple[xr.Dataset | None, str | None]:
+    """The result of one section, loaded, or a one-line note why there is none."""
+    file = path / RESULT_FILES[key]
+    if not file.exists():
+        return None, f"Skipped: {RESULT_FILES[key]} is not in the results directory."
+    try:
+        if key == "cube":
+            from .. import cube
+            return cube.open(file), None
+        with xr.open_dataset(file, engine="netcdf4") as dataset:
+            return dataset.load(), None
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        return None, f"Skipped: {RESULT_FILES[key]} could not be read ({type(error).__name__}: {error})."
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class _Page:
+    """Sections of the page and the figure files written for them."""
+
+    def __init__(self, out: Path, results: Path):
+        self.out, self.results = out, results
+        self.figures = out / "figures"
+        self.sections: list[tuple[str, str, str]] = []  # (anchor, title, body html)
+        self.findings: list[str] = []
+        self.written: set[str] = set()
+
+    def figure(self, name: str, figure: Figure, reading: str, alt: str) -> str:
+        for suffix in ("png", "svg"):
+            _write_atomically(self.figures / f"{name}.{suffix}",
+                              lambda file, suffix=suffix: figure.savefig(file, format=suffix, dpi=PNG_DPI))
+            self.written.add(f"{name}.{suffix}")
+            figure.set_layout_engine("none")  # keep the layout of the first save instead of computing it again
+        width, height = (figure.get_size_inches() * PNG_DPI).round().astype(int)
+        return (f'<figure><img src="figures/{name}.png" width="{width}" height="{height}" alt="{_e(alt)}">'
+                f'<figcaption>{_e(reading)} <a href="figures/{name}.svg">SVG</a></figcaption></figure>')
+
+    def add(self, anchor: str, title: str, body: str) -> None:
+        self.sections.append((anchor, title, body))
+
+    def link(self, file: Path) -> str:
+        relative = os.path.relpath(file, self.out)
+        return f'<a class="path" href="{_e(Path(relative).as_posix())}">{_e(str(file))}</a>'
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _p(text: str, css: str = "") -> str:
+    """A paragraph of escaped text, with an optional CSS class."""
+    attribute = f' class="{css}"' if css else ""
+    return f"<p{attribute}>{_e(text)}</p>"
+
+
+def _first_sentence(text: str) -> str:
+    head, _, _ = text.partition(". ")
+    return head if head.endswith(".") else head + "."
+
+
+# ----------------------------------------------------------------------------------------------------- sections
+def _models_section(page: _Page, study: dict, study_note: str | None, cube: xr.Dataset | None) -> None:
+    settings_html, zoo_rows, zoo_headers = study_tables(study)
+    has_accuracy = any(header == "accuracy" for header in zoo_headers)
+    accuracy = model_accuracy(cube) if cube is not None and not has_accuracy else {}
+    if accuracy:
+        zoo_headers = zoo_headers + ["accuracy on the explained images"] if zoo_rows else \
+            ["model", "accuracy on the explained images"]
+        if zoo_rows:
+            zoo_rows = [row + [accuracy.get(row[0], "n/a")] for row in zoo_rows]
+        else:
+            zoo_rows = [[name, value] for name, value in accuracy.items()]
+    body = (_p(study_note, "note") if study_note else "") + settings_html
+    page.add("settings", "Study settings", body or _p("No settings recorded.", "note"))
+    page.add("zoo", "Model zoo", table(zoo_headers, zoo_rows) if zoo_rows else
+             _p("No zoo table: neither study.json nor the cube lists the models.", "note"))
+
+
+def _maps_section(page: _Page, cube: xr.Dataset | None, note: str | None, images: Any) -> None:
+    if cube is None:
+        page.add("maps", "Relevance maps", _p(note, "note"))
+        return
+    figure = plots.relevance_grid(cube, images)
+    reading = grid_reading(cube)
+    page.findings.append(_first_sentence(reading))
+    body = page.figure("relevance_grid", figure, reading, "relevance maps overlaid on faces, images by models")
+    if images is None:
+        body += _p("The faces are not shown under the maps: the report was written without the images.", "note")
+    page.add("maps", "Relevance maps", body)
+
+
+def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
+    if result is None:
+        page.add("masking", "Masking and generalisation", _p(note, "note"))
+        return
+    generalization = generalization_reading(result)
+    page.findings.append(_first_sentence(generalization))
+    body = page.figure("masking_curves", plots.masking_curves(result), curves_reading(result),
+                       "masking curves: accuracy and output against the fraction hidden")
+    body += "<h3>Generalisation of maps between models</h3>"
+    body += page.figure("generalization_heatmap", plots.generalization_heatmap(result), generalization,
+                        "heatmap of the generalisation index, source by target model")
+    body += page.figure("generalization_by_relation", plots.generalization_by_relation(result),
+                        relation_reading(result), "generalisation index by relation with confidence intervals")
+    body += relation_table(result)
+    body += "<h3>Asymmetry</h3>"
+    body += page.figure("asymmetry_heatmap", plots.asymmetry_heatmap(result), asymmetry_reading(result),
+                        "heatmap of the asymmetry of the generalisation index")
+    page.add("masking", "Masking and generalisation", body)
+
+
+def _similarity_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
+    if result is None:
+        page.add("similarity", "Similarity of maps", _p(note, "note"))
+        return
+    reading = similarity_reading(result)
+    page.findings.append(_first_sentence(reading))
+    body = page.figure("similarity_by_relation", plots.similarity_by_relation(result), reading,
+                       "map similarity by relation with confidence intervals")
+    page.add("similarity", "Similarity of maps", body + similarity_table(result))
+
+
+def _regions_section(page: _Page, result: xr.Dataset | None, note: str | None, study: dict) -> None:
+    if result is None:
+        page.add("regions", "Face regions and ground truth", _p(note, "note"))
+        return
+    body = ""
+    if "share" in result:
+        task_regions = _task_regions(study, result)
+        reading = regions_reading(result)
+        page.findings.append(_first_sentence(reading))
+        body += page.figure("region_relevance", plots.region_relevance(result, task_regions=task_regions), reading,
+                            "bar chart of the share of relevance per face region")
+    ground_truth = ground_truth_table(result)
+    body += ("<h3>Ground truth</h3>" + ground_truth) if ground_truth else _p(
+        "No ground-truth metrics: the data set has no region masks.", "note")
+    page.add("regions", "Face regions and ground truth", body)
+
+
+def _task_regions(study: dict, result: xr.Dataset) -> dict | None:
+    """The synthetic faces' task regions, when the study ran on them and the regions are theirs."""
+    from ..faces import REGIONS, TASK_REGIONS
+    settings = study.get("settings")
+    dataset = settings.get("dataset") if isinstance(settings, dict) else None
+    synthetic = isinstance(dataset, dict) and dataset.get("kind") in ("demo", "synthetic")
+    regions = {str(value) for value in result["region"].values}
+    return dict(TASK_REGIONS) if synthetic and regions <= set(REGIONS) else None
+
+
+def _methods_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
+    if result is None:
+        page.add("methods", "Attribution methods", _p(note, "note"))
+        return
+    reading = methods_reading(result)
+    page.findings.append(_first_sentence(reading))
+    body = page.figure("method_comparison", plots.method_comparison(result), reading,
+                       "attribution methods compared on each metric")
+    page.add("methods", "Attribution methods", body + methods_table(result))
+
+
+def _rsa_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
+    if result is None:
+        page.add("rsa", "Comparison with human similarity", _p(note, "note"))
+        return
+    reading = rsa_reading(result)
+    page.findings.append(_first_sentence(reading))
+    body = ""
+    if plots.analysis.is_stand_in(result):
+        body += _p(f"Not human data: the “human” RDM of this study is {result.attrs.get('human_source')}.",
+                   "warning")
+    body += page.figure("rsa_bars", plots.rsa_bars(result), reading, "bar chart of RDM correlations with humans")
+    page.add("rsa", "Comparison with human similarity", body + rsa_table(result))
+
+
+def _files_section(page: _Page, found: dict[str, bool]) -> None:
+    rows = []
+    for key, name in RESULT_FILES.items():
+        file = page.results / name
+        rows.append([key, page.link(file) if found[key] else f'<span class="path">{_e(file)}</span>',
+                     "present" if found[key] else "missing"])
+    rows.append(["settings", page.link(page.results / "study.json") if (page.results / "study.json").is_file()
+                 else _e(page.results / "study.json"), "present" if (page.results / "study.json").is_file()
+                 else "missing"])
+    page.add("files", "Result files", table(["result", "path", "status"], rows, raw_columns=(1,)))
+
+
+# -------------------------------------------------------------------------------------------------------- page
+def _render(page: _Page, title: str, subtitle: str) -> str:
+    navigation = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name, _ in page.sections)
+    findings = "".join(f"<li>{_e(text)}</li>" for text in page.findings)
+    summary = (f'<section id="findings"><h2>Main findings</h2><ul class="findings">{findings}</ul></section>'
+               if findings else "")
+    sections = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{body}</section>'
+                       for anchor, name, body in page.sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            f'<header><div class="wrap"><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></div></header>'
+            f'<nav><div class="wrap">{navigation}</div></nav>'
+            f'<main><div class="wrap">{summary}{sections}</div></main>'
+            f'<footer>Written by lrp_faces.report on {_e(datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))}'
+            f"</footer></body></html>\n")
+
+
+def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = False, *,
+                 images: Any = None) -> Path:
+    """Write a static HTML report of a study's results directory.
+
+    Parameters
+    ----------
+    results_dir : str or PathLike
+        The output directory of a study run: ``study.json``, ``cube/``, ``masking.nc``, ``similarity.nc``,
+        ``regions.nc``, ``methods.nc``, ``rsa.nc``. Sections whose file is missing are skipped with a note.
+    out : str or PathLike, optional
+        Directory of the report (default ``results_dir/report``); gets ``index.html`` and ``figures/``.
+    progress : bool
+        Show a progress bar over the sections.
+    images : optional
+        The faces under the relevance maps: a dataset with ``.images`` and ``.image_ids`` (e.g. the study's
+        SyntheticFaces), or anything :func:`lrp_faces.plots.relevance_grid` takes. Without it the maps are drawn
+        alone.
+
+    Returns
+    -------
+    Path
+        The written ``index.html``.
+
+    Raises
+    ------
+    ReportError
+        ``results_dir`` does not exist, is not a readable directory or holds no results.
+    """
+    results = _check_directory(results_dir)
+    out = Path(out).expanduser() if out is not None else results / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    page = _Page(out, results)
+    study, study_note = _load_study(results)
+    sections = {"masking": _masking_section, "similarity": _similarity_section, "methods": _methods_section,
+                "rsa": _rsa_section}
+    found: dict[str, bool] = {}
+    cube = None
+    try:
+        with tqdm(total=len(RESULT_FILES), desc="report", unit="section", disable=not progress) as bar:
+            for key in RESULT_FILES:
+                bar.set_postfix_str(key)
+                result, note = _open_result(results, key)
+                found[key] = result is not None
+                if key == "cube":
+                    cube = result
+                    _models_section(page, study, study_note, cube)
+                    _maps_section(page, cube, note, images)
+                elif key == "regions":
+                    _regions_section(page, result, note, study)
+                else:
+                    sections[key](page, result, note)
+                bar.update()
+    finally:
+        if cube is not None:
+            cube.close()
+    _files_section(page, found)
+    title = str(study.get("title") or study.get("name") or "lrp-faces study report")
+    text = _render(page, title, f"Results in {results.resolve()}")
+    index = out / "index.html"
+    _write_atomically(index, lambda file: file.write_text(text, encoding="utf-8"))
+    for stale in page.figures.glob("*"):  # figures of sections that are gone now
+        if stale.stem in FIGURES and stale.suffix in (".png", ".svg") and stale.name not in page.written:
+            stale.unlink()
+    return index

@@ -1,0 +1,276 @@
+"""The HTML report: a results directory of small real results (a cube and masking of tiny models) and synthetic
+analysis results in the contracted layout, written to disk; then the page, its files, its readings, its failure
+modes, and the page in a real browser (headless Chromium)."""
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from lrp_faces import report
+from lrp_faces.report import FIGURES, ReportError, write_report
+
+from test_plots import methods_result, regions_result, rsa_result, similarity_result, small_study
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CHROMIUM = shutil.which("chromium")
+
+
+def write_netcdf(dataset: xr.Dataset, path: Path) -> None:
+    """Strings as char arrays, as the study runner writes them (variable-length strings crash HDF5 here)."""
+    encoding = {name: {"dtype": "S1"} for name, variable in dataset.variables.items() if variable.dtype.kind in "OU"}
+    dataset.to_netcdf(path, engine="netcdf4", encoding=encoding)
+
+
+def study_json(title="tiny study") -> dict:
+    return {"title": title, "settings": {"dataset": {"kind": "synthetic", "identities": 4}, "image_size": 32,
+                                         "attribution": {"method": "epsilon_gamma_box"}},
+            "zoo": [{"spec": {"pretraining": "faces", "task": "gender", "seed": 0}, "checkpoint": "zoo/a.pt",
+                     "accuracy": 0.75}],
+            "human_source": "synthetic parameter-space distances (a stand-in for human ratings)"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(results directory with every file and its report, the small study: faces, cube, generalisation, ...)."""
+    folder = tmp_path_factory.mktemp("results")
+    study = small_study(folder)  # writes folder/cube
+    write_netcdf(study["generalization"], folder / "masking.nc")
+    write_netcdf(similarity_result(), folder / "similarity.nc")
+    write_netcdf(regions_result(), folder / "regions.nc")
+    write_netcdf(methods_result(), folder / "methods.nc")
+    write_netcdf(rsa_result(), folder / "rsa.nc")
+    (folder / "study.json").write_text(json.dumps(study_json()))
+    write_report(folder, images=study["faces"])
+    return folder, study
+
+
+@pytest.fixture
+def index(built) -> Path:
+    """The report of the full results directory (read-only)."""
+    return built[0] / "report" / "index.html"
+
+
+@pytest.fixture
+def results(built, tmp_path):
+    """A private copy of the full results directory and its report (without the zoo), to modify."""
+    target = tmp_path / "results"
+    shutil.copytree(built[0], target, ignore=shutil.ignore_patterns("zoo", "ragged"))
+    return target
+
+
+class Links(html.parser.HTMLParser):
+    """Every img src, a href and script tag of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links, self.scripts, self.text = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+        self.scripts += tag == "script"
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(index: Path) -> Links:
+    parser = Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    return parser
+
+
+def page_text(index: Path) -> str:
+    return " ".join(" ".join(parse(index).text).split())
+
+
+# --------------------------------------------------------------------------------------------------- contents
+def test_report_shows_every_figure_and_links_existing_files_only(built, index):
+    results = built[0]
+    page = parse(index)
+    assert sorted(Path(src).stem for src in page.images) == sorted(FIGURES)
+    for reference in page.images + [link for link in page.links if not link.startswith("#")]:
+        assert (index.parent / reference).exists(), reference
+    assert sorted(link for link in page.links if link.endswith(".svg")) == sorted(f"figures/{name}.svg"
+                                                                                for name in FIGURES)
+    linked = {Path(os.path.normpath(index.parent / link)) for link in page.links}
+    for name in ("masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc", "cube", "study.json"):
+        assert results / name in linked
+    assert page.scripts == 0
+    source = index.read_text(encoding="utf-8")
+    assert "http://" not in source and "https://" not in source and "src=\"//" not in source
+    assert not [file for file in index.parent.rglob("*") if file.name.endswith(".tmp")]
+
+
+def test_report_states_the_settings_and_the_zoo(index):
+    text = page_text(index)
+    assert "tiny study" in text and "kind synthetic" in text and "zoo/a.pt" in text
+    assert "faces/gender/0" in text and "75.0%" in text  # the zoo's accuracy from study.json
+
+
+def test_readings_are_computed_from_the_results(built, index):
+    text = page_text(index)
+    generalization = built[1]["generalization"]
+    seed = generalization.sel(relation="same_cell_different_seed")
+    mean, low, high = (float(seed[f"summary_generalization_index{suffix}"]) for suffix in ("", "_ci_low", "_ci_high"))
+    separator = " to " if min(low, high) < 0 else "–"  # documented: a dash between positive bounds, else "to"
+    expected = f"{mean:.2f} ({low:.2f}{separator}{high:.2f})".replace("-", "−")
+    assert f"masking by another seed's map is {expected} as effective" in text
+    # the 10 % most relevant pixels' share of positive relevance, by a naive loop over the maps
+    cube = built[1]["cube"]
+    shares = []
+    for values in cube.relevance.values.reshape(-1, cube.sizes["y"] * cube.sizes["x"]):
+        positive = sorted((value for value in values if value > 0), reverse=True)
+        if positive:
+            shares.append(sum(positive[:int(np.ceil(0.1 * len(values)))]) / sum(positive))
+    assert f"the 10% most relevant pixels of a map hold {np.mean(shares):.0%} of its positive relevance" in text
+    methods = methods_result()
+    best = str(methods["mean"].sel(metric="relevance_mass_accuracy").idxmax().item()).replace("_", " ")
+    assert f"By relevance mass accuracy the best method is {best}" in text
+
+
+def test_the_stand_in_for_human_ratings_is_flagged(index, results):
+    assert "Not human data" in page_text(index)
+    write_netcdf(rsa_result(human_source="ratings of 24 people", ceiling=(0.2, 0.3)), results / "rsa.nc")
+    text = page_text(write_report(results))
+    assert "Not human data" not in text and "noise ceiling is 0.20–0.30" in text
+
+
+def test_missing_results_are_skipped_with_a_note_and_their_old_figures_removed(results):
+    for name in ("similarity.nc", "regions.nc", "methods.nc", "rsa.nc"):
+        (results / name).unlink()
+    shutil.rmtree(results / "cube")
+    index = write_report(results)
+    text = page_text(index)
+    for name in ("cube", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc"):
+        assert f"Skipped: {name} is not in the results directory." in text
+    page = parse(index)
+    assert sorted(Path(src).stem for src in page.images) == ["asymmetry_heatmap", "generalization_by_relation",
+                                                             "generalization_heatmap", "masking_curves"]
+    assert sorted(path.stem for path in (index.parent / "figures").glob("*.png")) == sorted(
+        Path(src).stem for src in page.images)
+
+
+def test_an_unreadable_result_file_is_noted_and_the_rest_is_shown(results):
+    (results / "methods.nc").write_bytes(b"not a netcdf file")
+    index = write_report(results)
+    text = page_text(index)
+    assert "Skipped: methods.nc could not be read" in text
+    assert "figures/rsa_bars.png" in parse(index).images
+
+
+def test_text_from_the_results_is_escaped(results):
+    (results / "study.json").write_text(json.dumps({**study_json("<script>alert(1)</script>"),
+                                                    "settings": {"note": "a & b < c"}}))
+    index = write_report(results)
+    source = index.read_text(encoding="utf-8")
+    assert "<script>" not in source and "&lt;script&gt;alert(1)&lt;/script&gt;" in source
+    assert "a &amp; b &lt; c" in source
+
+
+def test_a_report_can_be_written_elsewhere(results, tmp_path):
+    shutil.rmtree(results / "report")
+    index = write_report(results, out=tmp_path / "elsewhere", progress=True)
+    assert index == tmp_path / "elsewhere" / "index.html"
+    page = parse(index)
+    assert all((index.parent / link).exists() for link in page.links if not link.startswith("#"))
+    assert not (results / "report").exists()
+
+
+def test_a_failed_write_leaves_the_previous_report(results, monkeypatch):
+    index = results / "report" / "index.html"
+    before = index.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report._page.plots, "masking_curves", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(results)
+    assert index.read_bytes() == before
+    assert not [file for file in index.parent.rglob("*") if file.name.endswith(".tmp")]
+
+
+def test_results_directories_that_cannot_be_read_are_named(tmp_path):
+    with pytest.raises(ReportError, match=str(tmp_path / "nowhere")):
+        write_report(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReportError, match="is a file"):
+        write_report(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="holds no study results"):
+        write_report(tmp_path / "empty")
+    with pytest.raises(TypeError, match="results_dir must be a path"):
+        write_report(3)
+
+
+# ---------------------------------------------------------------------------------------------------- browser
+HARNESS = """<script>
+window.addEventListener("load", function () {
+  var broken = [];
+  for (var image of document.images) {
+    if (!image.complete || image.naturalWidth === 0) broken.push(image.getAttribute("src"));
+  }
+  document.body.setAttribute("data-images", String(document.images.length));
+  document.body.setAttribute("data-broken", broken.join(" "));
+});
+</script></body>"""
+
+
+def render(index: Path, profile: Path, *arguments: str) -> str:
+    command = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+               f"--user-data-dir={profile}", "--virtual-time-budget=10000", *arguments, index.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def loaded_images(index: Path, profile: Path) -> tuple[int, list[str]]:
+    """Render a copy of the page with a probe script appended (the report itself has none): (images, broken)."""
+    probe = index.with_name("probe.html")
+    probe.write_text(index.read_text(encoding="utf-8").replace("</body>", HARNESS), encoding="utf-8")
+    dom = render(probe, profile, "--dump-dom")
+    body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
+    count = int(body.split('data-images="')[1].split('"')[0])
+    broken = body.split('data-broken="')[1].split('"')[0].split()
+    return count, broken
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to check the report in a browser (Debian: apt-get install "
+                                             "chromium; CI installs it in .ci/run)")
+def test_the_report_loads_in_a_browser_with_every_image(results, tmp_path):
+    from PIL import Image
+
+    index = results / "report" / "index.html"
+    count, broken = loaded_images(index, tmp_path / "profile")
+    assert (count, broken) == (len(FIGURES), [])
+    screenshot = tmp_path / "page.png"
+    render(index, tmp_path / "profile", "--window-size=1280,2400", f"--screenshot={screenshot}")
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert pixels.shape[:2] == (2400, 1280)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200  # text, tables and figures, not a blank page
+    (index.parent / "figures" / "rsa_bars.png").unlink()  # the probe notices a missing figure
+    assert loaded_images(index, tmp_path / "profile") == (len(FIGURES), ["figures/rsa_bars.png"])
+
+
+def test_settings_are_grouped_and_long_flat_tables_collapsed():
+    from lrp_faces.report.tables import settings_html
+
+    study = {"name": "s", "settings": {"name": "s", "zoo": {"demo": "quick", "demo_settings": {
+        f"option_{index}": index for index in range(20)}}, "dataset": {"kind": "demo", "path": None}},
+        "versions": {"torch": "2"}}
+    text = settings_html(study)
+    assert text.count('<div class="card">') == 3  # study, zoo, dataset
+    assert text.count("<td>s</td>") == 1  # the name given twice is shown once
+    assert "<summary>demo_settings (20 values)</summary>" in text and "<summary>versions (1 value)</summary>" in text
+    assert "path" not in text  # unset values are left out
