@@ -5,7 +5,6 @@ Doctest: ``sphinx-build -W --keep-going -b doctest docs docs/_build/doctest``
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,14 +45,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(ndarray|tensor|Tensor|Dataset|DataArray|Figure|Module|Generator|Mapping|Sequence|Iterable)"),
 ]
 
-# Modules that other work in progress adds; until they exist, their API pages are left out and references to them
-# stay plain text (lrp_faces_docs reads this list).
-PENDING_MODULES = {"analysis": "lrp_faces.analysis", "plots": "lrp_faces.plots", "report": "lrp_faces.report"}
-missing_modules = sorted(name for name, module in PENDING_MODULES.items() if importlib.util.find_spec(module) is None)
-exclude_patterns += [f"api/{name}.rst" for name in missing_modules]
-nitpick_ignore_regex += [(r"py:.*", rf"lrp_faces\.{name}(\..*)?") for name in missing_modules]
-
-
 # -- autodoc, autosummary, numpydoc -----------------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = False
@@ -77,15 +68,6 @@ import torch
 torch.set_num_threads(1)
 torch.manual_seed(0)
 import lrp_faces
-import importlib.util as _importlib_util
-# examples of modules still being written run once their names exist
-try:
-    from lrp_faces import analysis as _analysis
-except ImportError:
-    _analysis = None
-HAS_RSA = hasattr(_analysis, "compare_with_humans")
-HAS_REGIONS = hasattr(_analysis, "region_relevance")
-HAS_PLOTS = _importlib_util.find_spec("lrp_faces.plots") is not None
 # examples that train models (tens of seconds) run only with LRP_FACES_SLOW_DOCTESTS=1
 SLOW_DOCTESTS = os.environ.get("LRP_FACES_SLOW_DOCTESTS") == "1"
 _doctest_directory = tempfile.TemporaryDirectory(prefix="lrp_faces_doctest_")

@@ -415,14 +415,14 @@ def test_method_comparison_scores_each_methods_maps_against_ground_truth_and_mas
     fractions = (0.0, 0.25, 0.5)
     result = analysis.method_comparison(tiny_zoo, faces, methods, method_params={"smoothgrad": {"n_samples": 2}},
                                         fractions=fractions, n_bootstrap=50)
-    assert dict(result.sizes) == {"method": 4, "model": 2, "image": 6, "metric": 4}
+    assert dict(result.sizes) == {"attribution_method": 4, "model": 2, "image": 6, "metric": 4}
     assert list(result.metric.values) == ["relevance_mass_accuracy", "relevance_rank_accuracy", "aopc_output",
                                           "aopc_probability"]
     assert json.loads(result.attrs["method_params"])["smoothgrad"]["n_samples"] == 2
     spec = ModelSpec("faces", "identity", 0)
     labels = faces.labels("identity")
     maps = lrp_faces.attribute(tiny_zoo[spec], faces.images, target=torch.as_tensor(labels), method="gradient")
-    value = result.value.sel({"method": "gradient", "model": "faces/identity/0"})  # sel(method=...) is taken
+    value = result.value.sel(attribution_method="gradient", model="faces/identity/0")
     truth = faces.task_mask("identity")
     for image in range(len(faces)):
         positive = np.maximum(maps[image].numpy().astype(np.float64), 0)
@@ -430,10 +430,24 @@ def test_method_comparison_scores_each_methods_maps_against_ground_truth_and_mas
             positive[truth[image]].sum() / positive.sum())
     curve = masking.curves(tiny_zoo[spec], faces.images, labels, maps, fractions=fractions)
     np.testing.assert_allclose(value.sel(metric="aopc_output"), curve.aopc_output)
-    np.testing.assert_allclose(result["mean"], result.value.mean(("model", "image")).transpose("method", "metric"))
+    np.testing.assert_allclose(result["mean"],
+                               result.value.mean(("model", "image")).transpose("attribution_method", "metric"))
     assert (result.ci_low <= result["mean"] + 1e-12).all() and (result.ci_high >= result["mean"] - 1e-12).all()
     summary = result[["mean", "ci_low", "ci_high"]].to_dataframe()
     assert len(summary) == 16 and list(summary.columns) == ["mean", "ci_low", "ci_high"]
+    assert summary.index.names == ["attribution_method", "metric"]
+
+
+def test_method_comparison_selects_a_method_by_keyword_not_swallowed_by_sel(tiny_zoo, faces):
+    methods = ("gradient", "random")
+    result = analysis.method_comparison(tiny_zoo, faces, methods, fractions=(0.0, 0.5), n_bootstrap=5)
+    assert "method" not in result.dims and list(result.attribution_method.values) == list(methods)
+    one = result.sel(attribution_method="gradient")  # a keyword that is not xarray's own sel(method=...)
+    assert "attribution_method" not in one.dims and str(one.attribution_method.item()) == "gradient"
+    np.testing.assert_array_equal(one.value.values, result.value.values[methods.index("gradient")])
+    assert dict(one["mean"].sizes) == {"metric": len(analysis.COMPARISON_METRICS)}
+    # the trap of the old dim name: sel's own `method` keyword swallows the value and selects nothing
+    assert dict(result.sel(method="gradient").sizes) == dict(result.sizes)
 
 
 def test_method_comparison_without_ground_truth_still_gives_aopc(tiny_zoo, faces):

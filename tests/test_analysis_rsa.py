@@ -421,6 +421,55 @@ def test_compare_with_humans_gives_noise_ceiling_attrs_with_raters():
     assert result.attrs["human_source"] == "three raters" and result.attrs["human_is_stand_in"] == "no"
     assert result.attrs["n_raters"] == 3
     assert float(result.rater_correlation[0, 0, 0, 0]) == pytest.approx(single.rater_correlation)
+    assert np.isnan(result.rater_ci_low).all() and np.isnan(result.rater_ci_high).all()  # no resamples asked for
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "kendall"])
+def test_rater_correlation_ci_equals_a_naive_loop_over_the_same_resamples(method):
+    rng = np.random.default_rng(19)
+    count, n_bootstrap, seed = 7, 40, 3
+    ids = image_ids(count)
+    rdms = stacked_rdms(rng, ids)  # 2 seeds x 2 kinds
+    ratings = noisy_raters(rng, correlation_rdm(rng, count), 3, 0.3)
+    human = xr.DataArray(ratings, dims=("rater", "image_a", "image_b"),
+                         coords={"rater": ["r1", "r2", "r3"], "image_a": ids, "image_b": ids})
+    result = compare_with_humans(rdms, human, method=method, n_permutations=0, n_bootstrap=n_bootstrap, seed=seed,
+                                 confidence=0.8)
+    resamples = _bootstrap_indices(count, n_bootstrap, seed)
+    for seed_index, kind_index in itertools.product(range(rdms.sizes["seed"]), range(rdms.sizes["kind"])):
+        model = rdms.isel(pretraining=0, task=0, seed=seed_index, kind=kind_index).values
+        statistics = []
+        for images in resamples:
+            pairs = [(images[a], images[b]) for a in range(count) for b in range(a + 1, count)
+                     if images[a] != images[b]]
+            x = np.array([model[i, j] for i, j in pairs])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per_rater = [SCIPY[method](x, np.array([rater[i, j] for i, j in pairs])).statistic
+                             if len(pairs) > 1 else np.nan for rater in ratings]
+            statistics.append(np.mean(per_rater))
+        statistics = np.array(statistics)
+        statistics = statistics[np.isfinite(statistics)]
+        cell = result.isel(pretraining=0, task=0, seed=seed_index, kind=kind_index)
+        assert float(cell.rater_ci_low) == pytest.approx(np.quantile(statistics, 0.1), abs=1e-10)
+        assert float(cell.rater_ci_high) == pytest.approx(np.quantile(statistics, 0.9), abs=1e-10)
+        # the mean RDM's interval is unchanged by the raters' resamples: the naive loop against the mean RDM
+        mean_rdm = ratings.mean(0)
+        reference = []
+        for images in resamples:
+            pairs = [(images[a], images[b]) for a in range(count) for b in range(a + 1, count)
+                     if images[a] != images[b]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference.append(SCIPY[method](np.array([model[i, j] for i, j in pairs]),
+                                               np.array([mean_rdm[i, j] for i, j in pairs])).statistic)
+        reference = np.array(reference)
+        reference = reference[np.isfinite(reference)]
+        assert float(cell.ci_low) == pytest.approx(np.quantile(reference, 0.1), abs=1e-10)
+    single = rsa(rdms.isel(pretraining=0, task=0, seed=0, kind=0), human, method=method, n_permutations=0,
+                 n_bootstrap=n_bootstrap, seed=seed, confidence=0.8)
+    assert single.rater_ci_low == pytest.approx(float(result.rater_ci_low[0, 0, 0, 0]), abs=1e-12)
+    assert single.rater_ci_low <= single.rater_correlation <= single.rater_ci_high
 
 
 def test_compare_with_humans_gives_nan_for_missing_and_degenerate_models():

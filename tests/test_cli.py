@@ -383,7 +383,8 @@ def test_a_folder_of_real_faces_runs_with_template_regions_and_no_ground_truth(t
 # -------------------------------------------------------------------------------------- steps, resume and info
 def test_run_writes_every_result_file_and_study_json(finished):
     out, result = finished
-    for name in ("study.json", "masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc"):
+    for name in ("study.json", "masking.nc", "masking_lerf.nc", "similarity.nc", "regions.nc", "methods.nc",
+                 "rsa.nc"):
         assert (out / name).is_file(), name
     assert len(list((out / "cube").glob("*.nc"))) == 4 and not (out / "report").exists()
     record = json.loads((out / "study.json").read_text())
@@ -394,7 +395,9 @@ def test_run_writes_every_result_file_and_study_json(finished):
         where = {key: row["spec"][key] for key in ("pretraining", "task", "seed")}
         assert row["accuracy"] == pytest.approx(float(cube["correct"].sel(where).mean()), abs=1e-4)
     assert record["human_source"].startswith("synthetic parameter-space distances")
-    assert {"cube", "masking", "similarity", "regions", "methods", "rsa", "total"} <= set(record["timings"])
+    assert {"cube", "masking", "masking_lerf", "similarity", "regions", "methods", "rsa", "total"} <= set(
+        record["timings"])
+    assert record["results"]["masking_lerf"] == "masking_lerf.nc"
     masking = read_result(out / "masking.nc")
     assert masking.sizes["relation"] == len(RELATIONS) and masking.sizes["image"] == IDENTITIES * PER_IDENTITY
     assert list(masking["relation"].values) == list(RELATIONS)
@@ -402,9 +405,45 @@ def test_run_writes_every_result_file_and_study_json(finished):
     regions = read_result(out / "regions.nc")
     assert "share" in regions and "relevance_mass_accuracy_mean" in regions
     methods = read_result(out / "methods.nc")
-    assert list(methods["method"].values) == ["epsilon_gamma_box", "gradient"]
+    assert list(methods["attribution_method"].values) == ["epsilon_gamma_box", "gradient"]
+    assert "method" not in methods.dims
     assert list(methods["model"].values) == ["imagenet/gender/0", "vggface/identity/0"]
     assert methods.sizes["image"] == 4
+
+
+def test_the_mask_step_writes_each_models_lerf_curves_on_its_own_maps(finished, checkpoints):
+    out, _ = finished
+    lerf = read_result(out / "masking_lerf.nc")
+    count = IDENTITIES * PER_IDENTITY
+    assert dict(lerf.sizes) == {"pretraining": 2, "task": 2, "seed": 1, "fraction": 2, "image": count}
+    assert lerf["correct"].dims == ("pretraining", "task", "seed", "fraction", "image")
+    assert lerf.attrs["order"] == "lerf" and "lrp_faces_step" in lerf.attrs
+    masking = read_result(out / "masking.nc")
+    assert list(lerf["image"].values) == list(masking["image"].values)
+    assert list(lerf["fraction"].values) == list(masking["fraction"].values)
+    # one model against masking.curves of its checkpoint on its own cube maps, LeRF, with the study's settings
+    cube = cubes.open(out / "cube")
+    faces = lrp_faces.synthetic_faces(IDENTITIES, PER_IDENTITY, size=SIZE, seed=3)
+    model = lrp_faces.models.load_model(checkpoints / "vggface-identity-0.pt")
+    maps = cube.relevance.sel(pretraining="vggface", task="identity", seed=0).values
+    expected = lrp_faces.masking.curves(model, faces.images, faces.identity, maps, fractions=(0.0, 0.5),
+                                        order="lerf")
+    cell = lerf.sel(pretraining="vggface", task="identity", seed=0)
+    np.testing.assert_allclose(cell["output"].values, expected["output"].values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cell["label"].values, faces.identity)
+    gender = lerf.sel(pretraining="imagenet", task="gender", seed=0)
+    np.testing.assert_array_equal(gender["label"].values, faces.gender)  # scored on the model's own task
+
+
+def test_a_lerf_study_does_not_repeat_lerf_in_a_second_file(study_file, tmp_path):
+    study_file.write_text(study_file.read_text().replace("fractions = [0.0, 0.5]",
+                                                         'fractions = [0.0, 0.5]\norder = "lerf"'))
+    out = tmp_path / "out"
+    assert invoke("attribute", study_file, "--out", out, "-q").exit_code == 0
+    result = invoke("mask", study_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "masking.nc").is_file() and not (out / "masking_lerf.nc").exists()
+    assert "masking_lerf: skipped; the generalisation step already masks least relevant first" in result.output
 
 
 def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
@@ -414,7 +453,7 @@ def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
     stamps = {path.name: path.stat().st_mtime_ns for path in [*out.glob("*.nc"), *(out / "cube").glob("*.nc")]}
     again = invoke("run", study_file, "--out", out, "--no-progress")
     assert again.exit_code == 0, again.output
-    for step in ("masking", "similarity", "regions", "methods", "rsa"):
+    for step in ("masking", "masking_lerf", "similarity", "regions", "methods", "rsa"):
         assert f"{step}: {step}.nc is up to date (same settings); skipped" in again.output
     assert "(0 computed, 4 reused" in again.output
     assert stamps == {path.name: path.stat().st_mtime_ns for path in [*out.glob("*.nc"), *(out / "cube").glob("*.nc")]}
@@ -426,7 +465,18 @@ def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
     assert "masking: masking.nc was computed with other settings (masking.n_permutations: 20 -> 30); " \
            "recomputing" in changed.output
     assert "similarity: similarity.nc is up to date" in changed.output
+    assert "masking_lerf: masking_lerf.nc is up to date" in changed.output  # the permutations do not touch it
     assert read_result(out / "masking.nc").attrs["n_permutations"] == 30
+
+    # changed fractions: the LeRF curves too
+    study_file.write_text(study_file.read_text().replace("fractions = [0.0, 0.5]\nn_bootstrap = 20\nn_permutations",
+                                                         "fractions = [0.0, 0.25, 0.5]\nn_bootstrap = 20\n"
+                                                         "n_permutations"))
+    fractions = invoke("run", study_file, "--out", out, "--no-progress")
+    assert fractions.exit_code == 0, fractions.output
+    assert "masking_lerf: masking_lerf.nc was computed with other settings (masking.fractions: [0.0, 0.5] -> " \
+           "[0.0, 0.25, 0.5]); recomputing" in fractions.output
+    assert list(read_result(out / "masking_lerf.nc")["fraction"].values) == [0.0, 0.25, 0.5]
 
     # a changed method: the cube is recomputed, and every step that reads it
     study_file.write_text(study_file.read_text().replace("gamma = 0.25", "gamma = 0.5"))
@@ -477,7 +527,7 @@ def test_info_summarises_a_cube(finished):
     assert single.exit_code == 0 and "models (1): vggface-identity-seed0" in single.output
 
 
-def test_info_summarises_result_files(finished):
+def test_info_summarises_result_files(finished, tmp_path):
     out, _ = finished
     masking = invoke("info", out / "masking.nc")
     assert masking.exit_code == 0, masking.output
@@ -487,8 +537,22 @@ def test_info_summarises_result_files(finished):
     assert "Generalisation index by relation" in masking.output and "step settings recorded: yes" in masking.output
     methods = invoke("info", out / "methods.nc")
     assert methods.exit_code == 0 and "Best method by relevance mass accuracy:" in methods.output
+    best = methods.output.split("Best method by relevance mass accuracy:")[1].splitlines()[0]
+    old = read_result(out / "methods.nc").rename(attribution_method="method")  # written before the rename
+    write_result(old, tmp_path / "old_methods.nc")
+    legacy = invoke("info", tmp_path / "old_methods.nc")
+    assert legacy.exit_code == 0 and f"Best method by relevance mass accuracy:{best}" in legacy.output
+    lerf = invoke("info", out / "masking_lerf.nc")
+    assert lerf.exit_code == 0, lerf.output
+    assert "self-masking curves per model" in lerf.output and "fraction 2" in lerf.output
+    accuracy = read_result(out / "masking_lerf.nc")["correct"].mean("image")  # per model and fraction
+    steps = ", ".join(f"{float(accuracy.sel(fraction=fraction).mean()):.2f} at {fraction:.0%}" for fraction in (0, 0.5))
+    assert f"Models masked by their own maps, least relevant first (LeRF), mean over 4 models: accuracy {steps} " \
+           f"hidden" in lerf.output
     folder = invoke("info", out)
     assert folder.exit_code == 0 and "cube/: 4 model files" in folder.output and "report: missing" in folder.output
+    assert re.search(r"^  masking_lerf\.nc: \d+\.\d MB$", folder.output, flags=re.M)
+    assert "Models masked by their own maps, least relevant first (LeRF)" in folder.output
 
 
 def test_info_summarises_a_study_file_and_rejects_other_files(study_file, tmp_path):
@@ -515,8 +579,8 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = invoke("demo", "--quick", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress")
     assert result.exit_code == 0, result.output
-    for name in ("study.json", "masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc",
-                 "report/index.html"):
+    for name in ("study.json", "masking.nc", "masking_lerf.nc", "similarity.nc", "regions.nc", "methods.nc",
+                 "rsa.nc", "report/index.html"):
         assert (out / name).is_file(), name
     figures = {path.stem for path in (out / "report" / "figures").glob("*.png")}
     assert {"relevance_grid", "masking_curves", "generalization_heatmap", "method_comparison", "rsa_bars"} <= figures

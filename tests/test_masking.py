@@ -238,25 +238,127 @@ def test_hidden_sets_grow_with_the_fraction(case, order, mode):
 
 
 # ------------------------------------------------------------------------------------------------------- ROAD
-def test_road_imputation_equals_a_scipy_reference():
-    generator = np.random.default_rng(0)
-    images = generator.random((3, 3, 7, 9))
-    hidden = generator.random((3, 7, 9)) < np.array([0.2, 0.5, 0.9])[:, None, None]
-    hidden[0, 0, :] = True  # a hidden border row
-    imputed = masking.road_impute(images, hidden, cache=None)
+def blob_masks(count, height, width, fraction=0.5, seed=0):
+    """MoRF-like masks: the top ``fraction`` of a smooth random map, i.e. a few contiguous blobs."""
+    generator = np.random.default_rng(seed)
+    smooth = scipy.ndimage.gaussian_filter(generator.standard_normal((count, height, width)), (0, 3, 3))
+    threshold = np.quantile(smooth.reshape(count, -1), 1 - fraction, axis=1)
+    return smooth > threshold[:, None, None]
+
+
+def assert_road_equals_reference(images, hidden, **kwargs):
+    imputed = masking.road_impute(images, hidden, **kwargs)
+    assert imputed.dtype == np.float64 and imputed.shape == images.shape
     for image, mask, result in zip(images, hidden, imputed):
-        np.testing.assert_allclose(result, reference_road(image, mask), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(result, reference_road(image, mask), rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("height, width", [(7, 9), (16, 16), (13, 30)])
+def test_road_imputation_equals_a_scipy_reference_on_random_masks(height, width):
+    generator = np.random.default_rng(height)
+    images = generator.random((4, 3, height, width))
+    hidden = generator.random((4, height, width)) < np.array([0.05, 0.2, 0.5, 0.9])[:, None, None]
+    hidden[1, 0, :] = True  # a hidden border row
+    hidden[2, :, -1] = True  # and column
+    assert_road_equals_reference(images, hidden, cache=None)
+
+
+def test_road_imputation_equals_a_scipy_reference_on_blob_masks():
+    generator = np.random.default_rng(1)
+    images = generator.random((3, 3, 40, 36))  # fronts large enough for the BLAS update as well
+    hidden = blob_masks(3, 40, 36, fraction=0.6)
+    hidden[2, 8:32, 8:32] = True  # one large square hole
+    assert_road_equals_reference(images, hidden, cache=None)
+
+
+def test_road_imputes_hidden_corners_and_edges():
+    images = np.random.default_rng(2).random((4, 3, 6, 5))
+    hidden = np.zeros((4, 6, 5), dtype=bool)
+    hidden[0, 0, 0] = hidden[0, -1, -1] = True  # two corners
+    hidden[1, :, 0] = True  # the left edge
+    hidden[2, 0, :] = hidden[2, :, -1] = True  # two edges meeting at a corner
+    hidden[3, 1:, :] = True  # everything but the top row
+    assert_road_equals_reference(images, hidden, cache=None)
+
+
+def test_road_fills_everything_with_a_single_known_pixel():
+    """With one known pixel the constant image solves every hidden pixel's equation: the weights sum to 1."""
+    images = np.random.default_rng(3).random((2, 3, 20, 17))
+    hidden = np.ones((2, 20, 17), dtype=bool)
+    hidden[0, 11, 5] = hidden[1, 0, 16] = False  # inside, and in a corner
+    imputed = masking.road_impute(images, hidden, cache=None)
+    np.testing.assert_allclose(imputed[0], np.broadcast_to(images[0, :, 11:12, 5:6], (3, 20, 17)), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(imputed[1], np.broadcast_to(images[1, :, :1, 16:], (3, 20, 17)), rtol=0, atol=1e-10)
+
+
+def test_road_returns_nan_where_everything_is_hidden_and_the_image_where_nothing_is():
+    images = np.random.default_rng(4).random((3, 3, 5, 6))
+    hidden = np.zeros((3, 5, 6), dtype=bool)
+    hidden[0] = True
+    hidden[2, 2, 3] = True
+    imputed = masking.road_impute(images, hidden, cache=None)
+    assert np.isnan(imputed[0]).all()
+    assert np.array_equal(imputed[1], images[1])
+    assert np.array_equal(imputed[2][:, ~hidden[2]], images[2][:, ~hidden[2]])
+    assert np.isfinite(imputed[2]).all()
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_road_imputes_any_number_of_channels(channels):
+    generator = np.random.default_rng(channels)
+    images = generator.random((2, channels, 12, 14))
+    assert_road_equals_reference(images, blob_masks(2, 12, 14, seed=channels), cache=None)
+
+
+def test_road_results_are_deterministic_and_independent_of_the_batch():
+    generator = np.random.default_rng(5)
+    images, hidden = generator.random((5, 3, 24, 24)), blob_masks(5, 24, 24, seed=5)
+    together = masking.road_impute(images, hidden, cache=None)
+    assert np.array_equal(together, masking.road_impute(images, hidden, cache=None))
+    for index in range(5):
+        assert np.array_equal(masking.road_impute(images[index:index + 1], hidden[index:index + 1], None)[0],
+                              together[index])
 
 
 def test_road_reuses_the_factorisation_of_a_recurring_mask():
     cache = masking.RoadCache()
     generator = np.random.default_rng(1)
-    images, hidden = generator.random((2, 3, 6, 6)), generator.random((2, 6, 6)) < 0.5
+    images, hidden = generator.random((2, 3, 16, 16)), generator.random((2, 16, 16)) < 0.5
     first = masking.road_impute(images, hidden, cache)
-    second = masking.road_impute(images[::-1] * 0.5, hidden, cache)  # same masks, other pixels
-    assert (cache.misses, cache.hits) == (2, 2)
-    np.testing.assert_allclose(second[1], masking.road_impute(images[:1] * 0.5, hidden[1:], None)[0], atol=1e-12)
-    assert np.array_equal(first[0][:, ~hidden[0]], images[0][:, ~hidden[0]])
+    assert (cache.misses, cache.hits, len(cache)) == (2, 0, 0)  # seen once: not stored
+    second = masking.road_impute(images, hidden, cache)
+    assert (cache.misses, cache.hits, len(cache)) == (4, 0, 2)  # seen again: stored
+    third = masking.road_impute(images[::-1] * 0.5, hidden, cache)  # same masks, other pixels
+    assert (cache.misses, cache.hits, len(cache)) == (4, 2, 2)
+    assert np.array_equal(first, second)
+    assert np.array_equal(third[1], masking.road_impute(images[:1] * 0.5, hidden[1:], None)[0])
+    np.testing.assert_allclose(first[0], reference_road(images[0], hidden[0]), rtol=0, atol=1e-11)
+    small = masking.RoadCache(max_nonzeros=10)  # nothing fits
+    for _ in range(2):
+        masking.road_impute(images, hidden, small)
+    assert len(small) == 0
+
+
+def test_road_falls_back_to_superlu_without_numba(monkeypatch):
+    from lrp_faces.masking import road
+    generator = np.random.default_rng(6)
+    images = generator.random((3, 3, 10, 11))
+    hidden = generator.random((3, 10, 11)) < np.array([0.3, 0.7, 1.0])[:, None, None]
+    monkeypatch.setattr(road, "numba", None)
+    imputed = masking.road_impute(images, hidden, cache=None)
+    for image, mask, result in zip(images[:2], hidden[:2], imputed[:2]):
+        np.testing.assert_allclose(result, reference_road(image, mask), rtol=0, atol=1e-11)
+    assert np.isnan(imputed[2]).all()
+
+
+@pytest.mark.parametrize("images, hidden, message", [
+    (np.zeros((2, 3, 4)), np.zeros((2, 3, 4), dtype=bool), "images must have shape"),
+    (np.zeros((2, 3, 4, 5)), np.zeros((2, 5, 4), dtype=bool), "hidden must have shape"),
+    (np.zeros((2, 3, 4, 5)), np.zeros((1, 4, 5), dtype=bool), "hidden must have shape"),
+])
+def test_road_rejects_masks_that_do_not_match_the_images(images, hidden, message):
+    with pytest.raises(ValueError, match=message):
+        masking.road_impute(images, hidden)
 
 
 def test_road_adds_seeded_gaussian_noise_of_the_given_size():

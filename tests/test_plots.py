@@ -15,7 +15,7 @@ import pytest
 import scipy.stats
 import torch
 import xarray as xr
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 
 import lrp_faces
@@ -152,10 +152,10 @@ def methods_result(seed=0) -> xr.Dataset:
     models = ["/".join(map(str, model)) for model in model_ids()]
     value = rng.uniform(0, 1, (len(METHODS), len(models), 3, len(METRICS)))
     mean = value.mean((1, 2))
-    return xr.Dataset({"mean": (("method", "metric"), mean), "ci_low": (("method", "metric"), mean - 0.1),
-                       "ci_high": (("method", "metric"), mean + 0.1),
-                       "value": (("method", "model", "image", "metric"), value)},
-                      coords={"method": list(METHODS), "metric": list(METRICS), "model": models,
+    pair = ("attribution_method", "metric")
+    return xr.Dataset({"mean": (pair, mean), "ci_low": (pair, mean - 0.1), "ci_high": (pair, mean + 0.1),
+                       "value": (("attribution_method", "model", "image", "metric"), value)},
+                      coords={"attribution_method": list(METHODS), "metric": list(METRICS), "model": models,
                               "image": ["a", "b", "c"]}, attrs={"confidence": 0.95})
 
 
@@ -164,17 +164,22 @@ STAND_IN = "synthetic parameter-space distances (a stand-in for human ratings)"
 
 
 def rsa_result(seeds=SEEDS, ceiling=(np.nan, np.nan), human_source=STAND_IN, seed=0) -> xr.Dataset:
-    """analysis.compare_with_humans's layout."""
+    """analysis.compare_with_humans's layout; with a ceiling (several raters) the mean correlation with each rater
+    is lower than the correlation with their mean RDM, as with real raters."""
     rng = np.random.default_rng(seed)
     shape = (len(PRETRAININGS), len(TASKS), len(seeds), len(KINDS))
     correlation = rng.uniform(-0.1, 0.6, shape)
+    raters = 3 if np.isfinite(ceiling).all() else 0
+    rater = correlation * rng.uniform(0.5, 0.8, shape) if raters else np.full(shape, np.nan)
     dims = MODEL_DIMS + ("kind",)
     return xr.Dataset({"correlation": (dims, correlation), "p_value": (dims, rng.uniform(0, 0.2, shape)),
-                       "ci_low": (dims, correlation - 0.1), "ci_high": (dims, correlation + 0.1)},
+                       "ci_low": (dims, correlation - 0.1), "ci_high": (dims, correlation + 0.1),
+                       "rater_correlation": (dims, rater), "rater_ci_low": (dims, rater - 0.05),
+                       "rater_ci_high": (dims, rater + 0.07)},
                       coords={"pretraining": list(PRETRAININGS), "task": list(TASKS), "seed": list(seeds),
                               "kind": list(KINDS)},
                       attrs={"noise_ceiling_lower": ceiling[0], "noise_ceiling_upper": ceiling[1],
-                             "human_source": human_source, "method": "spearman"})
+                             "human_source": human_source, "method": "spearman", "n_raters": raters})
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -328,6 +333,65 @@ def test_masking_curves_of_generalization_results_keyed_by_order(study):
         "MoRF (most relevant first)", "random order", "LeRF (least relevant first)"]
 
 
+def self_masking(study, order="lerf", fractions=None, seeds=SEEDS) -> xr.Dataset:
+    """Every model masked by its own maps (masking.curves), stacked over the model dims like masking_lerf.nc."""
+    cube, zoo, faces = study["cube"], study["zoo"], study["faces"]
+    fractions = study["generalization"].fraction.values if fractions is None else fractions
+    parts = []
+    for spec in SPECS:
+        if spec.seed not in seeds:
+            continue
+        maps = cube.relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed).values
+        curves = masking.curves(zoo[spec], faces.images, faces.labels(spec.task), maps, fractions=fractions,
+                                order=order, patch=4, image_ids=faces.image_ids)
+        parts.append(curves.reset_coords("label").expand_dims(pretraining=[spec.pretraining], task=[spec.task],
+                                                               seed=[spec.seed]))
+    return xr.combine_by_coords(parts, combine_attrs="override")
+
+
+def test_masking_curves_with_self_masking_lerf_draw_three_orders_per_panel(study):
+    result, lerf = study["generalization"], self_masking(study)
+    figure = plots.masking_curves(result, lerf=lerf)
+    assert len(figure.axes) == 2 * 4
+    for ax in figure.axes:
+        assert [line.get_label() for line in ax.get_lines()] == [
+            "MoRF (most relevant first)", "LeRF (least relevant first)", "random order"]
+        assert sum(isinstance(item, PolyCollection) for item in ax.collections) == 3  # a CI band per curve
+    cells = [(ax.get_title().split(" · ")[0], ax.get_title().split(" · ")[1]) for ax in figure.axes[:4]]
+    for column, (pretraining, task) in enumerate(cells):
+        for row, variable in enumerate(("correct", "output")):
+            ax = figure.axes[row * 4 + column]
+            per_seed = np.array([lerf[variable].sel(pretraining=pretraining, task=task, seed=seed).mean("image")
+                                 for seed in SEEDS])  # (seed, fraction)
+            line = ax.get_lines()[1]
+            np.testing.assert_allclose(line.get_ydata(), per_seed.mean(0))
+            band = [item for item in ax.collections if isinstance(item, PolyCollection)][1]
+            vertices = band.get_paths()[0].vertices
+            at_fraction = vertices[np.isclose(vertices[:, 0], result.fraction.values[2]), 1]
+            spread = scipy.stats.t.ppf(0.975, len(SEEDS) - 1) * per_seed[:, 2].std(ddof=1) / np.sqrt(len(SEEDS))
+            low, high = per_seed[:, 2].mean() - spread, per_seed[:, 2].mean() + spread  # a point if seeds agree
+            if variable == "correct":
+                low, high = max(low, 0.0), min(high, 1.0)
+            np.testing.assert_allclose([min(at_fraction), max(at_fraction)], [low, high], rtol=1e-9)
+            np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), np.mean(
+                [own_curve(result, variable, (pretraining, task, seed)).mean(-1) for seed in SEEDS], axis=0))
+    assert "over 2 seeds" in figure.get_suptitle()
+
+
+def test_masking_curves_reject_lerf_curves_that_do_not_match(study):
+    result = study["generalization"]
+    with pytest.raises(PlotError, match="fractions"):
+        plots.masking_curves(result, lerf=self_masking(study, fractions=(0.0, 0.5, 1.0)))
+    with pytest.raises(PlotError, match=r"no curves of the model faces/gender/1 \(seed=1\)"):
+        plots.masking_curves(result, lerf=self_masking(study, seeds=(0,)))
+    with pytest.raises(PlotError, match="order is 'morf'"):
+        plots.masking_curves(result, lerf=self_masking(study, order="morf"))
+    with pytest.raises(PlotError, match="other images"):
+        plots.masking_curves(result, lerf=self_masking(study).isel(image=slice(1, None)))
+    with pytest.raises(PlotTypeError, match="lerf= goes with one"):
+        plots.masking_curves({"morf": result}, lerf=self_masking(study))
+
+
 def test_masking_curves_reject_other_inputs(study):
     with pytest.raises(PlotTypeError, match="generalization"):
         plots.masking_curves(study["cube"])
@@ -436,7 +500,20 @@ def test_method_comparison_has_a_panel_per_metric_and_stars_the_best():
         assert points["*"] == pytest.approx(result["mean"].sel(metric=metric).max())
 
 
-def test_rsa_bars_label_the_synthetic_stand_in_and_draw_the_noise_ceiling():
+def bar_heights(ax) -> np.ndarray:
+    return np.array([patch.get_height() for patch in ax.patches if patch.get_label() != "noise ceiling"])
+
+
+def error_bar_ends(ax) -> np.ndarray:
+    """(bars, 2) lower and upper ends of the vertical error bars, in the order they were drawn."""
+    ends = []
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            ends.extend(sorted(segment[:, 1]) for segment in collection.get_segments())
+    return np.array(ends)
+
+
+def test_rsa_bars_of_several_raters_draw_the_mean_rater_correlation_under_the_noise_ceiling():
     result = rsa_result(ceiling=(0.3, 0.45))
     figure = plots.rsa_bars(result)
     ax = figure.axes[0]
@@ -444,16 +521,31 @@ def test_rsa_bars_label_the_synthetic_stand_in_and_draw_the_noise_ceiling():
     ceiling = [patch for patch in ax.patches if patch.get_label() == "noise ceiling"]
     assert len(ceiling) == 1
     assert (ceiling[0].get_y(), ceiling[0].get_y() + ceiling[0].get_height()) == pytest.approx((0.3, 0.45))
-    bars = [patch.get_height() for patch in ax.patches if patch.get_label() != "noise ceiling"]
-    expected = result.correlation.mean("seed").transpose("kind", "pretraining", "task").values.reshape(-1)
-    np.testing.assert_allclose(bars, expected)
+    # the ceiling bounds the mean correlation with each rater: that is what the bars show, not `correlation`
+    expected = result.rater_correlation.mean("seed").transpose("kind", "pretraining", "task").values.reshape(-1)
+    np.testing.assert_allclose(bar_heights(ax), expected)
+    assert ax.get_ylabel().startswith("mean correlation with each rater's RDM")
 
 
-def test_rsa_bars_of_human_ratings_without_raters_have_no_label_and_no_ceiling():
-    figure = plots.rsa_bars(rsa_result(seeds=(0,), human_source="ratings of 24 people"))
+def test_rsa_bars_of_one_seed_with_raters_show_the_rater_correlation_ci():
+    result = rsa_result(seeds=(0,), ceiling=(0.3, 0.45))
+    ax = plots.rsa_bars(result).axes[0]
+    ordered = ("kind", "pretraining", "task", "seed")
+    np.testing.assert_allclose(bar_heights(ax), result.rater_correlation.transpose(*ordered).values.reshape(-1))
+    ends = np.stack([result[name].transpose(*ordered).values.reshape(-1) for name in ("rater_ci_low",
+                                                                                      "rater_ci_high")], 1)
+    np.testing.assert_allclose(error_bar_ends(ax), ends)
+
+
+def test_rsa_bars_without_raters_draw_the_correlation_with_the_human_rdm():
+    result = rsa_result(seeds=(0,), human_source="ratings of 24 people")
+    figure = plots.rsa_bars(result)
     ax = figure.axes[0]
     assert ax.get_title() == ""
     assert not [patch for patch in ax.patches if patch.get_label() == "noise ceiling"]
+    ordered = ("kind", "pretraining", "task", "seed")
+    np.testing.assert_allclose(bar_heights(ax), result.correlation.transpose(*ordered).values.reshape(-1))
+    assert ax.get_ylabel().startswith("correlation with the human RDM")
 
 
 # ------------------------------------------------------------------------------------------------ all figures
@@ -489,6 +581,6 @@ def test_figures_leave_no_pyplot_state_and_save_as_png_and_svg(study, tmp_path):
                                                (plots.asymmetry_heatmap, "asymmetry_p_value")])
 def test_results_without_their_variables_are_rejected_by_name(function, missing):
     with pytest.raises(PlotError, match=missing):
-        function(xr.Dataset({"mean": (("method", "metric"), np.zeros((1, 1)))}))
+        function(xr.Dataset({"mean": (("attribution_method", "metric"), np.zeros((1, 1)))}))
     with pytest.raises(PlotTypeError, match="xarray.Dataset"):
         function({"share": 1})

@@ -4,6 +4,7 @@ modes, and the page in a real browser (headless Chromium)."""
 from __future__ import annotations
 
 import html.parser
+import itertools
 import json
 import os
 import shutil
@@ -17,11 +18,13 @@ import xarray as xr
 from lrp_faces import report
 from lrp_faces.report import FIGURES, ReportError, write_report
 
-from test_plots import methods_result, regions_result, rsa_result, similarity_result, small_study
+from test_plots import methods_result, regions_result, rsa_result, self_masking, similarity_result, small_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CHROMIUM = shutil.which("chromium")
+KIND_WORDS = {"features": "penultimate features", "relevance": "relevance maps",
+              "decision_weighted": "decision-weighted features"}
 
 
 def write_netcdf(dataset: xr.Dataset, path: Path) -> None:
@@ -44,6 +47,7 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("results")
     study = small_study(folder)  # writes folder/cube
     write_netcdf(study["generalization"], folder / "masking.nc")
+    write_netcdf(self_masking(study), folder / "masking_lerf.nc")
     write_netcdf(similarity_result(), folder / "similarity.nc")
     write_netcdf(regions_result(), folder / "regions.nc")
     write_netcdf(methods_result(), folder / "methods.nc")
@@ -106,7 +110,8 @@ def test_report_shows_every_figure_and_links_existing_files_only(built, index):
     assert sorted(link for link in page.links if link.endswith(".svg")) == sorted(f"figures/{name}.svg"
                                                                                 for name in FIGURES)
     linked = {Path(os.path.normpath(index.parent / link)) for link in page.links}
-    for name in ("masking.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc", "cube", "study.json"):
+    for name in ("masking.nc", "masking_lerf.nc", "similarity.nc", "regions.nc", "methods.nc", "rsa.nc", "cube",
+                 "study.json"):
         assert results / name in linked
     assert page.scripts == 0
     source = index.read_text(encoding="utf-8")
@@ -141,11 +146,76 @@ def test_readings_are_computed_from_the_results(built, index):
     assert f"By relevance mass accuracy the best method is {best}" in text
 
 
+def test_the_masking_curves_add_the_models_lerf_curves_when_masking_lerf_is_there(built, index, results):
+    generalization, study = built[1]["generalization"], built[1]
+    lerf = self_masking(study)
+    fraction = float(generalization.fraction.values[1])  # the first >= 10 %: 0.25
+    least = float(lerf["correct"].sel(fraction=fraction).mean())
+    text = page_text(index)
+    assert f"against {least:.0%} when the {fraction:.0%} least relevant are hidden (LeRF) and " in text
+    assert "No LeRF curves" not in text and "are not drawn" not in text
+    (results / "masking_lerf.nc").unlink()
+    text = page_text(write_report(results))
+    assert "No LeRF curves: masking_lerf.nc is not in the results directory" in text
+    assert "(LeRF)" not in text and "figures/masking_curves.png" in parse(results / "report" / "index.html").images
+    write_netcdf(self_masking(study, fractions=(0.0, 0.5)), results / "masking_lerf.nc")  # from other settings
+    text = page_text(write_report(results))
+    assert "The LeRF curves of masking_lerf.nc are not drawn: lerf has the fractions [0.0, 0.5]" in text
+
+
+def test_the_map_reading_says_which_images_it_reads():
+    from lrp_faces.report.readings import MAP_SAMPLE, grid_reading
+
+    rng = np.random.default_rng(3)
+    for count in (MAP_SAMPLE - 4, MAP_SAMPLE + 16):
+        relevance = rng.normal(size=(1, 2, 1, count, 6, 6))
+        cube = xr.Dataset({"relevance": (("pretraining", "task", "seed", "image", "y", "x"), relevance)},
+                          coords={"pretraining": ["faces"], "task": ["gender", "identity"], "seed": [0],
+                                  "image": [f"img{index}" for index in range(count)]})
+        read = min(count, MAP_SAMPLE)
+        shares = []
+        for values in relevance[..., :read, :, :].reshape(-1, 36):
+            positive = sorted((value for value in values if value > 0), reverse=True)
+            shares.append(sum(positive[:4]) / sum(positive))
+        which = f"{count} images" if count <= MAP_SAMPLE else f"the first {MAP_SAMPLE} of the {count} images"
+        assert grid_reading(cube).startswith(f"Across 2 models and {which}, the 10% most relevant pixels of a map "
+                                             f"hold {np.mean(shares):.0%} of its positive relevance")
+
+
 def test_the_stand_in_for_human_ratings_is_flagged(index, results):
-    assert "Not human data" in page_text(index)
+    text = page_text(index)
+    assert "Not human data" in text
+    assert "there is no noise ceiling: the human RDM has no individual raters" in text
     write_netcdf(rsa_result(human_source="ratings of 24 people", ceiling=(0.2, 0.3)), results / "rsa.nc")
     text = page_text(write_report(results))
-    assert "Not human data" not in text and "noise ceiling is 0.20–0.30" in text
+    assert "Not human data" not in text and "noise ceiling, 0.20–0.30" in text
+
+
+@pytest.mark.parametrize("lower", [0.2, 0.9])
+def test_with_raters_the_report_compares_the_mean_rater_correlation_with_the_noise_ceiling(results, lower):
+    result = rsa_result(human_source="ratings of 3 people", ceiling=(lower, lower + 0.1))
+    write_netcdf(result, results / "rsa.nc")
+    index = write_report(results)
+    text = page_text(index)
+    # the statistic the ceiling bounds, averaged over seeds; naive loops over the cells
+    cells = {}
+    for pretraining, task, kind in itertools.product(*(result[dim].values for dim in ("pretraining", "task",
+                                                                                      "kind"))):
+        cells[(str(pretraining), str(task), str(kind))] = float(np.mean(
+            result.rater_correlation.sel(pretraining=pretraining, task=task, kind=kind).values))
+    best = max(cells, key=cells.get)
+    reaching = sum(value >= lower for value in cells.values())
+    assert f"By the mean correlation with each rater's RDM (means over seeds), closest to the human RDM are the " \
+           f"{KIND_WORDS[best[2]]} of {best[0]}/{best[1]} models, ρ = {cells[best]:.2f}".replace("-", "−") in text
+    where = "reaches" if cells[best] >= lower else "stays below"
+    assert f"which {where} the lower bound of the noise ceiling ({lower:.2f})" in text
+    assert f"{reaching} of {len(cells)} model RDMs (pretraining × task × kind) reach the lower bound" in text
+    assert ("reaches the noise ceiling's lower bound" in text) and "figures/rsa_bars.png" in parse(index).images
+    assert text.count(" yes ") + text.count(" no ") >= len(cells)  # the table's column, one per cell
+    # the main findings carry the same statistic and the ceiling
+    start = text.index("Main findings")
+    findings = text[start:text.index("Study settings", start)]
+    assert f"which {where} the lower bound of the noise ceiling" in findings
 
 
 def test_missing_results_are_skipped_with_a_note_and_their_old_figures_removed(results):
@@ -161,6 +231,13 @@ def test_missing_results_are_skipped_with_a_note_and_their_old_figures_removed(r
                                                              "generalization_heatmap", "masking_curves"]
     assert sorted(path.stem for path in (index.parent / "figures").glob("*.png")) == sorted(
         Path(src).stem for src in page.images)
+
+
+def test_a_methods_file_from_before_the_dim_was_renamed_is_still_read(results):
+    write_netcdf(methods_result().rename(attribution_method="method"), results / "methods.nc")
+    text = page_text(write_report(results))
+    best = str(methods_result()["mean"].sel(metric="relevance_mass_accuracy").idxmax().item()).replace("_", " ")
+    assert f"By relevance mass accuracy the best method is {best}" in text
 
 
 def test_an_unreadable_result_file_is_noted_and_the_rest_is_shown(results):

@@ -5,8 +5,6 @@
 * ``env-check-consistency``: warn about every name in the ``__all__`` of a documented module that has no entry in
   the API reference (and every top-level name the top-level page does not list), so that the reference cannot fall
   behind the code.
-* ``source-read``: drop the API pages of modules that do not exist yet (``PENDING_MODULES`` in conf.py) from
-  ``api/index``.
 * ``.. click-help:: package.module:command``: the ``--help`` text of a click command and of all its subcommands.
 """
 from __future__ import annotations
@@ -209,15 +207,6 @@ def check_top_level(app, env):
                        location="api/lrp_faces")
 
 
-def drop_pending_pages(app, docname, source):
-    """Remove toctree entries of API pages that are excluded because their module does not exist yet."""
-    if docname != "api/index":
-        return
-    missing = set(app.config.missing_modules)
-    lines = source[0].splitlines()
-    source[0] = "\n".join(line for line in lines if line.strip() not in missing or not line.startswith("   "))
-
-
 class ClickHelp(Directive):
     """``.. click-help:: lrp_faces.cli:main`` renders the help of a command and of every subcommand."""
 
@@ -261,14 +250,12 @@ def always_reread_cli(app, env, added, changed, removed):
 
 
 def setup(app):
-    app.add_config_value("missing_modules", [], "env")
     app.add_config_value("click_program_name", "lrp-faces", "env")
     app.connect("missing-reference", resolve_alias)
     app.connect("autodoc-process-bases", public_bases)
     app.connect("autodoc-process-docstring", reexported_data_docs)
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("env-check-consistency", check_top_level)
-    app.connect("source-read", drop_pending_pages)
     app.add_directive("click-help", ClickHelp)
     app.connect("env-get-outdated", always_reread_cli)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -23,6 +23,10 @@ from .regions import _task_masks, mass_and_rank_accuracy
 
 __all__ = ["method_comparison", "DEFAULT_METHODS", "COMPARISON_METRICS", "COMPARISON_FRACTIONS"]
 
+METHOD_DIM = "attribution_method"
+"""The dim of :func:`method_comparison`'s result that holds the method names (``sel(method=...)`` would be taken by
+xarray's own ``method`` keyword, hence the longer name)."""
+
 DEFAULT_METHODS = ("epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "gradient",
                    "gradient_x_input", "smoothgrad", "integrated_gradients", "random")
 """The methods :func:`method_comparison` compares by default: the LRP composites and the baselines."""
@@ -128,12 +132,14 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     Returns
     -------
     xarray.Dataset
-        ``value`` (method, model, image, metric) with metric in :data:`COMPARISON_METRICS`; ``mean``, ``ci_low``,
-        ``ci_high`` (method, metric): the mean over images of the per-image mean over models, with bootstrap CIs;
-        ``model_mean`` (method, model, metric). Model ids ``"pretraining/task/seed"`` with ``pretraining``,
-        ``task``, ``seed`` coordinates. ``result[["mean", "ci_low", "ci_high"]].to_dataframe()`` is the summary
-        table, ``result.value.to_dataframe()`` the per-image one. Select a method with
-        ``result.sel({"method": "gradient"})``: ``sel(method=...)`` is xarray's own keyword.
+        ``value`` (attribution_method, model, image, metric) with metric in :data:`COMPARISON_METRICS`; ``mean``,
+        ``ci_low``, ``ci_high`` (attribution_method, metric): the mean over images of the per-image mean over models,
+        with bootstrap CIs; ``model_mean`` (attribution_method, model, metric). Model ids
+        ``"pretraining/task/seed"`` with ``pretraining``, ``task``, ``seed`` coordinates.
+        ``result[["mean", "ci_low", "ci_high"]].to_dataframe()`` is the summary table,
+        ``result.value.to_dataframe()`` the per-image one. Select a method with
+        ``result.sel(attribution_method="gradient")`` (the dim is not called ``method``, which is a keyword of
+        xarray's ``sel``).
 
     Raises
     ------
@@ -190,18 +196,18 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
 def _assemble(values: np.ndarray, resolved: list[Method], specs: list[ModelSpec], ids: list[str], has_truth: bool,
               masking: dict, n_bootstrap: int, confidence: float, seed: int) -> xr.Dataset:
     with np.errstate(invalid="ignore"), ignore_empty_means():
-        per_image = np.nanmean(values, axis=1)  # (method, image, metric)
-        model_mean = np.nanmean(values, axis=2)  # (method, model, metric)
+        per_image = np.nanmean(values, axis=1)  # (attribution_method, image, metric)
+        model_mean = np.nanmean(values, axis=2)  # (attribution_method, model, metric)
     mean, low, high = bootstrap_mean(per_image.transpose(0, 2, 1), n_bootstrap, confidence, seed)
-    coords = {"method": [method.name for method in resolved], "metric": list(COMPARISON_METRICS),
+    coords = {METHOD_DIM: [method.name for method in resolved], "metric": list(COMPARISON_METRICS),
               "model": [model_id(spec) for spec in specs], "image": ids,
               "pretraining": ("model", [spec.pretraining for spec in specs]),
               "task": ("model", [spec.task for spec in specs]), "seed": ("model", [spec.seed for spec in specs])}
     variables = {
-        "value": (("method", "model", "image", "metric"), values),
-        "mean": (("method", "metric"), mean, {"long_name": "mean over images of the per-image mean over models"}),
-        "ci_low": (("method", "metric"), low), "ci_high": (("method", "metric"), high),
-        "model_mean": (("method", "model", "metric"), model_mean, {"long_name": "mean over images"}),
+        "value": ((METHOD_DIM, "model", "image", "metric"), values),
+        "mean": ((METHOD_DIM, "metric"), mean, {"long_name": "mean over images of the per-image mean over models"}),
+        "ci_low": ((METHOD_DIM, "metric"), low), "ci_high": ((METHOD_DIM, "metric"), high),
+        "model_mean": ((METHOD_DIM, "model", "metric"), model_mean, {"long_name": "mean over images"}),
     }
     attrs = {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
              "method_params": json.dumps({method.name: method.params for method in resolved}, sort_keys=True,

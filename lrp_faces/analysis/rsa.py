@@ -55,6 +55,8 @@ class RSAResult:
     method: str
     rater_correlation: float = math.nan  #: mean correlation of the model with each rater: compare with the ceiling
     n_raters: int = 0
+    rater_ci_low: float = math.nan  #: bootstrap CI of ``rater_correlation`` (the same resamples as ``ci_low``)
+    rater_ci_high: float = math.nan
 
 
 # ------------------------------------------------------------------------------------------- checking inputs
@@ -230,51 +232,59 @@ def _weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
         return (weights * dx * dy).sum(-1) / np.sqrt((weights * dx * dx).sum(-1) * (weights * dy * dy).sum(-1))
 
 
-def _bootstrap(models: np.ndarray, human: np.ndarray, method: str, n_bootstrap: int, confidence: float, seed: int,
-               bar) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile CIs (M,) over images: resample images with replacement and correlate the resampled RDMs.
+def _bootstrap(models: np.ndarray, humans: np.ndarray, method: str, n_bootstrap: int, seed: int,
+               bar) -> np.ndarray:
+    """Bootstrap correlations (H, M, B) of every model RDM (M, n, n) with every human RDM (H, n, n) over images.
 
+    Every resample draws images with replacement (the same draws for all RDMs) and correlates the resampled RDMs.
     A resample that draws an image twice creates pairs of an image with its copy; those self-pairs (dissimilarity
     0 by definition) are dropped, the other pairs (including repeated ones) are kept, as in the RSA toolbox.
-    Resamples whose triangle is constant (too few distinct images) give NaN and are left out of the percentiles.
+    Resamples whose triangle is constant (too few distinct images) give NaN.
     """
-    count = human.shape[0]
+    count = humans.shape[-1]
     upper, lower = np.triu_indices(count, 1)
     pairs = len(upper)
     pair_index = np.full((count, count), -1, dtype=np.int64)  # unordered pair -> position in the upper triangle
     pair_index[upper, lower] = pair_index[lower, upper] = np.arange(pairs)
     indices = _bootstrap_indices(count, n_bootstrap, seed)
-    statistics = np.full((len(models), n_bootstrap), np.nan)
+    statistics = np.full((len(humans), len(models), n_bootstrap), np.nan)
     if method != "kendall":
         rank = method == "spearman"
-        human_ranks = _WeightedRanks(human[upper, lower], rank)
+        human_ranks = [_WeightedRanks(human[upper, lower], rank) for human in humans]
         model_ranks = [_WeightedRanks(model[upper, lower], rank) for model in models]
     for start, stop in _batches(n_bootstrap, 8 * pairs):
         first, second = indices[start:stop][:, upper], indices[start:stop][:, lower]
         if method == "kendall":  # no weighted shortcut: the resampled triangles themselves
             valid = first != second
-            human_values = human[first, second]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                for index, model in enumerate(models):
-                    statistics[index, start:stop] = [
-                        scipy.stats.kendalltau(a[keep], b[keep]).statistic if keep.sum() > 1 else np.nan
-                        for a, b, keep in zip(model[first, second], human_values, valid)]
+                for which, human in enumerate(humans):
+                    human_values = human[first, second]
+                    for index, model in enumerate(models):
+                        statistics[which, index, start:stop] = [
+                            scipy.stats.kendalltau(a[keep], b[keep]).statistic if keep.sum() > 1 else np.nan
+                            for a, b, keep in zip(model[first, second], human_values, valid)]
         else:
             rows = np.arange(stop - start)[:, None]
             flat = (pair_index[first, second] + 1 + rows * (pairs + 1)).ravel()  # self-pairs land in column 0
             weights = np.bincount(flat, minlength=(stop - start) * (pairs + 1)).reshape(-1, pairs + 1)[:, 1:]
             weights = weights.astype(np.float64)
-            human_values, human_distinct = human_ranks(weights)
-            for index, ranker in enumerate(model_ranks):
-                model_values, model_distinct = ranker(weights)
-                correlation = _weighted_pearson(model_values, human_values, weights)
-                constant = (human_distinct < 2) | (model_distinct < 2)  # NaN like scipy, not +-1 from rounding
-                statistics[index, start:stop] = np.where(constant, np.nan, correlation)
+            resampled_models = [ranker(weights) for ranker in model_ranks]
+            for which, human_ranker in enumerate(human_ranks):
+                human_values, human_distinct = human_ranker(weights)
+                for index, (model_values, model_distinct) in enumerate(resampled_models):
+                    correlation = _weighted_pearson(model_values, human_values, weights)
+                    constant = (human_distinct < 2) | (model_distinct < 2)  # NaN like scipy, not +-1 from rounding
+                    statistics[which, index, start:stop] = np.where(constant, np.nan, correlation)
         if bar is not None:
             bar.update(stop - start)
+    return statistics
+
+
+def _percentiles(statistics: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile CIs (M,) of bootstrap statistics (M, B), leaving out the NaN resamples."""
     tail = (1.0 - confidence) / 2.0
-    low, high = np.full(len(models), np.nan), np.full(len(models), np.nan)
+    low, high = np.full(len(statistics), np.nan), np.full(len(statistics), np.nan)
     for index, values in enumerate(statistics):
         values = values[np.isfinite(values)]
         if len(values):
@@ -307,18 +317,22 @@ def _compare(models: np.ndarray, raters: np.ndarray, with_raters: bool, method: 
     # the upper triangles are the data: rebuild exactly symmetric matrices for permuting and resampling images
     human = _symmetric(human_vector, count)
     models = np.stack([_symmetric(vector, count) for vector in model_vectors]) if len(models) else models
-    result = {"correlation": _correlate(model_vectors, human_vector, method),
-              "p_value": np.full(len(models), np.nan), "ci_low": np.full(len(models), np.nan),
-              "ci_high": np.full(len(models), np.nan), "rater_correlation": np.full(len(models), np.nan),
-              "noise_ceiling_lower": math.nan, "noise_ceiling_upper": math.nan}
+    result = {name: np.full(len(models), np.nan) for name in ("p_value", "ci_low", "ci_high", "rater_correlation",
+                                                               "rater_ci_low", "rater_ci_high")}
+    result.update(correlation=_correlate(model_vectors, human_vector, method), noise_ceiling_lower=math.nan,
+                  noise_ceiling_upper=math.nan)
+    per_rater = with_raters and len(raters) >= 2
+    rater_vectors = raters[:, upper, lower]
+    humans = [human] + ([_symmetric(vector, count) for vector in rater_vectors] if per_rater else [])
     with tqdm(total=n_permutations + n_bootstrap, desc="rsa", disable=not progress, leave=False) as bar:
         if n_permutations:
             result["p_value"] = _permutation_p(model_vectors, human, method, n_permutations, alternative, seed, bar)
         if n_bootstrap:
-            result["ci_low"], result["ci_high"] = _bootstrap(models, human, method, n_bootstrap, confidence, seed,
-                                                             bar)
-    if with_raters and len(raters) >= 2:
-        rater_vectors = raters[:, upper, lower]
+            statistics = _bootstrap(models, np.stack(humans), method, n_bootstrap, seed, bar)  # (1 + R, M, B)
+            result["ci_low"], result["ci_high"] = _percentiles(statistics[0], confidence)
+            if per_rater:  # the mean over raters in each resample: the same resamples as the mean RDM's CI
+                result["rater_ci_low"], result["rater_ci_high"] = _percentiles(statistics[1:].mean(0), confidence)
+    if per_rater:
         result["noise_ceiling_lower"], result["noise_ceiling_upper"] = _noise_ceiling(rater_vectors, method)
         result["rater_correlation"] = np.array([np.mean(_correlate(rater_vectors, vector, method))
                                                 for vector in model_vectors])
@@ -397,7 +411,8 @@ def rsa(model_rdm: Any, human_rdm: Any, method: str = "spearman", n_permutations
                      noise_ceiling_lower=result["noise_ceiling_lower"],
                      noise_ceiling_upper=result["noise_ceiling_upper"], n_images=int(raters.shape[-1]),
                      method=method, rater_correlation=float(result["rater_correlation"][0]),
-                     n_raters=len(raters) if with_raters else 0)
+                     n_raters=len(raters) if with_raters else 0, rater_ci_low=float(result["rater_ci_low"][0]),
+                     rater_ci_high=float(result["rater_ci_high"][0]))
 
 
 def compare_with_humans(model_rdms: xr.DataArray, human_rdm: Any, method: str = "spearman",
@@ -426,10 +441,13 @@ def compare_with_humans(model_rdms: xr.DataArray, human_rdm: Any, method: str = 
     Returns
     -------
     xarray.Dataset
-        Vars ``correlation``, ``p_value``, ``ci_low``, ``ci_high``, ``rater_correlation`` over the leading dims of
-        ``model_rdms`` (pretraining, task, seed, kind); attrs ``noise_ceiling_lower``, ``noise_ceiling_upper`` (NaN
-        without >= 2 raters), ``human_source``, ``human_is_stand_in`` ("yes"/"no"), ``method``, ``n_images``,
-        ``n_raters``, ``n_permutations``, ``n_bootstrap``, ``confidence``, ``alternative``, ``seed``.
+        Vars ``correlation``, ``p_value``, ``ci_low``, ``ci_high``, ``rater_correlation``, ``rater_ci_low``,
+        ``rater_ci_high`` over the leading dims of ``model_rdms`` (pretraining, task, seed, kind); attrs
+        ``noise_ceiling_lower``, ``noise_ceiling_upper``, ``human_source``, ``human_is_stand_in`` ("yes"/"no"),
+        ``method``, ``n_images``, ``n_raters``, ``n_permutations``, ``n_bootstrap``, ``confidence``,
+        ``alternative``, ``seed``. The ``rater_*`` variables and the ceiling need >= 2 raters (else NaN); compare
+        ``rater_correlation`` (the mean of the model's correlations with each rater, with a CI from the same
+        resamples as ``ci_low``/``ci_high``) with the ceiling, not ``correlation``.
     """
     _check_settings(method, n_permutations, n_bootstrap, confidence, alternative, seed)
     if not isinstance(model_rdms, xr.DataArray):
@@ -449,7 +467,8 @@ def compare_with_humans(model_rdms: xr.DataArray, human_rdm: Any, method: str = 
     values = values[:, positions][:, :, positions]
     usable = _usable_cells(values, shape, leading, ordered, human_ids)
     results = {name: np.full(len(values), np.nan) for name in ("correlation", "p_value", "ci_low", "ci_high",
-                                                                "rater_correlation")}
+                                                                "rater_correlation", "rater_ci_low",
+                                                                "rater_ci_high")}
     ceiling = (math.nan, math.nan)
     if usable.any() or with_raters:
         compared = _compare(values[usable], raters, with_raters, method, n_permutations if usable.any() else 0,
@@ -462,7 +481,9 @@ def compare_with_humans(model_rdms: xr.DataArray, human_rdm: Any, method: str = 
                     "p_value": f"permutation p-value ({alternative}, image labels permuted)",
                     "ci_low": f"lower end of the {confidence:g} bootstrap CI over images",
                     "ci_high": f"upper end of the {confidence:g} bootstrap CI over images",
-                    "rater_correlation": "mean correlation of the model RDM with each rater's RDM"}
+                    "rater_correlation": "mean correlation of the model RDM with each rater's RDM",
+                    "rater_ci_low": f"lower end of the {confidence:g} bootstrap CI of rater_correlation over images",
+                    "rater_ci_high": f"upper end of the {confidence:g} bootstrap CI of rater_correlation over images"}
     data_vars = {name: (tuple(leading), results[name].reshape(shape), {"long_name": descriptions[name]})
                  for name in results}
     source = human_source if human_source is not None else (

@@ -6,7 +6,9 @@ traceback instead).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -97,6 +99,9 @@ class _Group(click.Group):
                 return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (``lrp-faces info ... | head``): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except Exception as error:  # noqa: BLE001 - every failure becomes one line unless --debug
             if ctx.meta.get(META + "debug"):
                 raise
@@ -222,7 +227,8 @@ def attribute(study_file: Path, out: Path | None, threads: int | None):
 def mask(study_file: Path, out: Path | None, threads: int | None):
     """Masking benchmark and cross-model generalisation.
 
-    Writes OUT/masking.nc from the cube of `lrp-faces attribute`.
+    Writes OUT/masking.nc (generalisation) and OUT/masking_lerf.nc (LeRF self-masking) from the cube of
+    `lrp-faces attribute`.
     """
     with _study_run(study_file, out, threads) as study_run:
         path = study_run.mask()

@@ -9,7 +9,7 @@ import xarray as xr
 
 from .. import cube as cubes
 from .study import STEP_ATTR, Study, StudyError, read_result, result_attrs
-from .summary import best_method_lines, generalization_lines, rsa_lines
+from .summary import best_method_lines, generalization_lines, rsa_lines, self_masking_lines
 
 ATTR_WIDTH = 100
 KNOWN_RESULTS = {"summary_generalization_index": "masking generalisation (masking.generalization)",
@@ -17,7 +17,8 @@ KNOWN_RESULTS = {"summary_generalization_index": "masking generalisation (maskin
                  "share": "region relevance (analysis.region_relevance)",
                  "relevance_mass_accuracy_mean": "ground truth (analysis.ground_truth)",
                  "value": "method comparison (analysis.method_comparison)",
-                 "correlation": "RSA against human dissimilarities (analysis.compare_with_humans)"}
+                 "correlation": "RSA against human dissimilarities (analysis.compare_with_humans)",
+                 "accuracy_auc": "self-masking curves per model (masking.curves; masking_lerf.nc: LeRF)"}
 
 
 def _short(value, width: int = ATTR_WIDTH) -> str:
@@ -90,7 +91,7 @@ def describe_result(path: Path) -> list[str]:
         lines.append("  attributes:")
         lines += [f"    {key} = {_short(value)}" for key, value in attrs.items()]
     lines.append(f"  step settings recorded: {'yes' if STEP_ATTR in result.attrs else 'no'}")
-    for describe in (generalization_lines, best_method_lines, rsa_lines):
+    for describe in (generalization_lines, self_masking_lines, best_method_lines, rsa_lines):
         lines += describe(result)
     return lines
 

@@ -1,7 +1,7 @@
 """Result files of a study: NetCDF4 written atomically, with strings stored as characters and the step's settings.
 
-The contract between the steps (``/work/contracts.md``): every result file is written by :func:`write_result`, which
-other modules reach as ``lrp_faces.cli.study.write_result``.
+Every result file of a study run is written by :func:`write_result` (also reachable as
+``lrp_faces.cli.study.write_result``) and read back by :func:`read_result`.
 """
 from __future__ import annotations
 

@@ -3,14 +3,16 @@
 >>> run = StudyRun(Study.from_toml("study.toml"), "results")                       # doctest: +SKIP
 >>> run.all()                                                                     # doctest: +SKIP
 
-Steps and their files (see ``/work/contracts.md``): ``attribute`` -> ``cube/`` (resumed model by model by
-:func:`lrp_faces.cube.compute`), ``mask`` -> ``masking.nc``, ``analyze`` -> ``similarity.nc``, ``regions.nc``,
-``methods.nc``, ``rsa.nc``, ``report`` -> ``report/index.html``; ``study.json`` records the settings, the zoo, the
-versions and the timings. Each result file records its step's settings (``lrp_faces_step``); a rerun skips a step
-whose file holds the same settings and recomputes it, saying why, when they changed.
+Steps and their files: ``attribute`` -> ``cube/`` (resumed model by model by
+:func:`lrp_faces.cube.compute`), ``mask`` -> ``masking.nc`` and ``masking_lerf.nc``, ``analyze`` ->
+``similarity.nc``, ``regions.nc``, ``methods.nc``, ``rsa.nc``, ``report`` -> ``report/index.html``; ``study.json``
+records the settings, the zoo, the versions and the timings. Each result file records its step's settings
+(``lrp_faces_step``); a rerun skips a step whose file holds the same settings and recomputes it, saying why, when they
+changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -36,8 +38,10 @@ from .study import STEP_ATTR, Study, StudyError, parse_model_id, result_attrs, w
 
 __all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spaced"]
 
-RESULT_FILES = {"masking": "masking.nc", "similarity": "similarity.nc", "regions": "regions.nc",
-                "methods": "methods.nc", "rsa": "rsa.nc"}
+RESULT_FILES = {"masking": "masking.nc", "masking_lerf": "masking_lerf.nc", "similarity": "similarity.nc",
+                "regions": "regions.nc", "methods": "methods.nc", "rsa": "rsa.nc"}
+CURVES_SETTINGS = ("fractions", "fill", "patch", "mode", "seed", "blur_sigma", "road_noise", "batch_size")
+"""The ``[masking]`` settings that :func:`lrp_faces.masking.curves` shares with the generalisation step."""
 CUBE_DIR = "cube"
 STUDY_JSON = "study.json"
 VERSIONED = ("lrp-faces", "torch", "torchvision", "zennit", "numpy", "scipy", "xarray", "netCDF4")
@@ -298,7 +302,8 @@ class StudyRun:
         return path
 
     def mask(self, cube: xr.Dataset | None = None) -> Path:
-        """``masking.nc``: cross-model generalisation of the maps, with the random source."""
+        """``masking.nc``: cross-model generalisation of the maps, with the random source; and ``masking_lerf.nc``:
+        each model masked by its own maps least relevant first (see :meth:`self_masking`)."""
         cube = self.open_cube() if cube is None else cube
         settings = self.study.masking
         step = {"masking": settings.to_dict(), **self._cube_fingerprint(cube)}
@@ -308,8 +313,61 @@ class StudyRun:
             return masking.generalization(selected, self.zoo, self.data, progress=self.progress,
                                           **settings.arguments())
         path = self._step("masking", step, compute)
+        if settings.order == "lerf":
+            self.log("masking_lerf: skipped; the generalisation step already masks least relevant first (LeRF)")
+        else:
+            shared = {key: value for key, value in step["masking"].items() if key in CURVES_SETTINGS + ("max_images",)}
+            self._step("masking_lerf", {**step, "masking": shared, "self_masking_order": "lerf"},
+                       lambda: self.self_masking(cube, "lerf"))
         self.write_study_json(cube)
         return path
+
+    def self_masking(self, cube: xr.Dataset, order: str = "lerf") -> xr.Dataset:
+        """Every model of the cube masked by its own maps in ``order``, stacked over (pretraining, task, seed).
+
+        The same images (``max_images`` of the cube's, evenly spaced) and ``[masking]`` settings as the
+        generalisation step (:data:`CURVES_SETTINGS`), one :func:`lrp_faces.masking.curves` per model: a LeRF run
+        costs about one generalisation source's forward passes per model, 1/(S + 1) of that step for S models.
+
+        Returns
+        -------
+        xarray.Dataset
+            :func:`~lrp_faces.masking.curves` variables with the model dims in front: ``correct``, ``probability``,
+            ``output`` (pretraining, task, seed, fraction, image), ``accuracy`` (..., fraction), ``aopc_output``,
+            ``aopc_probability`` and ``label`` (..., image), ``mean_aopc_*`` and ``accuracy_auc`` (pretraining, task,
+            seed); the curves' attributes (``order``, ``fill``, ...).
+        """
+        from ..zoo import ModelSpec
+        settings = self.study.masking
+        selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
+        data = self.data
+        position = {str(image_id): index for index, image_id in enumerate(data.image_ids)}
+        ids = [str(image_id) for image_id in selected["image"].values]
+        missing = [image_id for image_id in ids if image_id not in position]
+        if missing:
+            raise StepError(f"{len(missing)} image id(s) of the cube are not in the study's data set, e.g. "
+                            f"{missing[:5]}; was the cube computed from other data?")
+        indices = np.array([position[image_id] for image_id in ids], dtype=np.int64)
+        images = torch.as_tensor(data.images)[torch.from_numpy(indices)]
+        arguments = {key: value for key, value in dataclasses.asdict(settings).items() if key in CURVES_SETTINGS}
+        grid = [[[(str(pretraining), str(task), int(seed)) for seed in selected["seed"].values]
+                 for task in selected["task"].values] for pretraining in selected["pretraining"].values]
+        models = [model for by_task in grid for by_seed in by_task for model in by_seed]
+        results: dict[tuple, xr.Dataset] = {}
+        for pretraining, task, seed in tqdm(models, desc=f"masking ({order})", unit="model",
+                                            disable=not self.progress, leave=False):
+            maps = selected["relevance"].sel(pretraining=pretraining, task=task, seed=seed).values
+            labels = np.asarray(data.labels(task))[indices]
+            curves = masking.curves(self.zoo[ModelSpec(pretraining, task, seed)], images, labels, maps, order=order,
+                                    image_ids=ids, **arguments)
+            results[(pretraining, task, seed)] = curves.reset_coords("label").expand_dims(
+                pretraining=[pretraining], task=[task], seed=[seed])
+        nested = [[[results[model] for model in by_seed] for by_seed in by_task] for by_task in grid]
+        stacked = xr.combine_nested(nested, concat_dim=["pretraining", "task", "seed"], combine_attrs="drop")
+        attrs = dict(results[models[0]].attrs)
+        attrs.update(self_masking=f"each model's images masked by its own maps, order {order!r} "
+                                  f"(lrp_faces.masking.curves per model)", n_models=len(models))
+        return stacked.assign_attrs(attrs)
 
     def analyze(self, only: tuple[str, ...] | None = None, cube: xr.Dataset | None = None) -> list[Path]:
         """The analyses of the study (or ``only`` these), each to its own file."""
@@ -369,6 +427,7 @@ class StudyRun:
             return analysis.method_comparison(self.zoo, data, models=models, progress=self.progress, **arguments)
         step = self._analysis_settings("methods", None)
         step["dataset"] = self.study.dataset.to_dict()
+        step["result_format"] = 2  # 2: the methods' dim is attribution_method (files of format 1 are recomputed)
         return self._step("methods", step, compute)
 
     def _analysis_rsa(self, cube: xr.Dataset) -> Path:
@@ -389,6 +448,7 @@ class StudyRun:
                                                 **settings.arguments("rsa", analysis.compare_with_humans))
         step = self._analysis_settings("rsa", cube)
         step["human_rdm"] = str(settings.human_rdm)
+        step["result_format"] = 2  # 2: with rater_ci_low/rater_ci_high (files of format 1 are recomputed)
         if settings.human_rdm not in (None, "synthetic"):
             stat = Path(settings.human_rdm).stat()
             step["human_rdm_file"] = [stat.st_size, stat.st_mtime_ns]

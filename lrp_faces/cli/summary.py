@@ -1,4 +1,5 @@
-"""Short text summaries of a study's results: the generalisation index by relation and the best method."""
+"""Short text summaries of a study's results: the generalisation index by relation, the self-masking (LeRF) curves,
+the best method and the RDMs closest to the human ones."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ RELATION_NAMES = {"same_model": "same model", "same_cell_different_seed": "same 
                   "different_task": "other task", "different_pretraining": "other pretraining",
                   "both_different": "other task and pretraining"}
 GROUND_TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy")
+METHOD_DIM = "attribution_method"  # the methods' dim of analysis.method_comparison
 
 
 def _number(value: float) -> str:
@@ -42,9 +44,32 @@ def generalization_lines(result: xr.Dataset) -> list[str]:
     return lines
 
 
+def self_masking_lines(result: xr.Dataset) -> list[str]:
+    """One line on the models masked by their own maps (``masking_lerf.nc``: least relevant first): their mean
+    accuracy at each fraction hidden and the mean AOPC of the output."""
+    model_dims = ("pretraining", "task", "seed")
+    if "correct" not in result or not all(dim in result.dims for dim in model_dims + ("fraction", "image")):
+        return []
+    order = str(result.attrs.get("order", "lerf"))
+    which = {"lerf": "least relevant first (LeRF)", "morf": "most relevant first (MoRF)"}.get(order, order)
+    per_model = result["correct"].mean("image").stack(model=model_dims).transpose("fraction", "model")
+    values = np.asarray(per_model.values, dtype=np.float64)
+    if not np.isfinite(values).any():
+        return []
+    steps = ", ".join(f"{_number(np.nanmean(row))} at {float(fraction):.0%}"
+                      for fraction, row in zip(result["fraction"].values, values))
+    line = (f"Models masked by their own maps, {which}, mean over {values.shape[1]} models: accuracy {steps} "
+            f"hidden")
+    if "mean_aopc_output" in result:
+        line += f"; mean AOPC of the output {_number(float(result['mean_aopc_output'].mean()))}"
+    return [line]
+
+
 def best_method_lines(result: xr.Dataset) -> list[str]:
     """The best method by ground-truth accuracy (else by AOPC), with its CI, and the runner-up."""
-    if "mean" not in result or "method" not in result.dims:
+    if "method" in result.dims and METHOD_DIM not in result.dims:  # a methods.nc written before the rename
+        result = result.rename({"method": METHOD_DIM})
+    if "mean" not in result or METHOD_DIM not in result.dims:
         return []
     metrics = [str(value) for value in result["metric"].values]
     for metric in GROUND_TRUTH_METRICS + ("aopc_output",):
@@ -55,7 +80,7 @@ def best_method_lines(result: xr.Dataset) -> list[str]:
         if not np.isfinite(values).any():
             continue
         order = np.argsort(np.where(np.isfinite(values), -values, np.inf), kind="stable")
-        methods = [str(value) for value in result["method"].values]
+        methods = [str(value) for value in result[METHOD_DIM].values]
 
         def described(index: int) -> str:
             low = result["ci_low"].sel(metric=metric).values[index]
@@ -72,10 +97,17 @@ def best_method_lines(result: xr.Dataset) -> list[str]:
 
 
 def rsa_lines(result: xr.Dataset) -> list[str]:
-    """The model and RDM kind closest to the human (or stand-in) dissimilarities."""
+    """The model and RDM kind closest to the human (or stand-in) dissimilarities.
+
+    With several raters by the mean correlation with each rater's RDM, which the noise ceiling bounds (and whether
+    it reaches the ceiling's lower bound); otherwise by the correlation with the human RDM.
+    """
     if "correlation" not in result:
         return []
-    values = result["correlation"]
+    per_rater = "rater_correlation" in result and bool(np.isfinite(result["rater_correlation"].values).any())
+    name, low, high = ("rater_correlation", "rater_ci_low", "rater_ci_high") if per_rater else \
+        ("correlation", "ci_low", "ci_high")
+    values = result[name]
     if not np.isfinite(values.values).any():
         return []
     best = values.where(np.isfinite(values)).argmax(...)
@@ -84,16 +116,22 @@ def rsa_lines(result: xr.Dataset) -> list[str]:
     names = "/".join(str(cell[dim].item()) for dim in ("pretraining", "task", "seed") if dim in cell.coords)
     kind = f" ({cell['kind'].item()})" if "kind" in cell.coords else ""
     source = result.attrs.get("human_source", "human dissimilarities")
-    return [f"RSA with {source}: best {names}{kind} r = {_number(cell.item())} "
-            f"[{_number(result['ci_low'].isel(where).item())}, {_number(result['ci_high'].isel(where).item())}]"]
+    bounds = [result[bound].isel(where).item() if bound in result else math.nan for bound in (low, high)]
+    line = (f"RSA with {source}: best {names}{kind} {'mean r with each rater' if per_rater else 'r'} = "
+            f"{_number(cell.item())} [{_number(bounds[0])}, {_number(bounds[1])}]")
+    ceiling = [float(result.attrs.get(f"noise_ceiling_{side}", math.nan)) for side in ("lower", "upper")]
+    if per_rater and all(math.isfinite(value) for value in ceiling):
+        reached = "reaches" if cell.item() >= ceiling[0] else "is below"
+        line += f"; it {reached} the noise ceiling's lower bound (ceiling {_number(ceiling[0])}-{_number(ceiling[1])})"
+    return [line]
 
 
 def summary_lines(results_dir: str | Path) -> list[str]:
     """The short summary ``lrp-faces demo`` and ``run`` print, from the result files present."""
     results_dir = Path(results_dir)
     lines: list[str] = []
-    for name, describe in (("masking.nc", generalization_lines), ("methods.nc", best_method_lines),
-                           ("rsa.nc", rsa_lines)):
+    for name, describe in (("masking.nc", generalization_lines), ("masking_lerf.nc", self_masking_lines),
+                           ("methods.nc", best_method_lines), ("rsa.nc", rsa_lines)):
         path = results_dir / name
         if path.is_file():
             lines += describe(read_result(path))

@@ -13,6 +13,8 @@ from ._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, PlotError, confide
 
 __all__ = ["similarity_by_relation", "region_relevance", "method_comparison", "rsa_bars"]
 
+METHOD_DIM = "attribution_method"
+"""The dim of :func:`lrp_faces.analysis.method_comparison`'s result that names the methods."""
 SIMILARITY_LABELS = {"spearman": "Spearman correlation", "pearson": "Pearson correlation",
                      "topk_iou": "top-k IoU", "cosine": "cosine similarity"}
 
@@ -150,8 +152,8 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
     Parameters
     ----------
     result : xarray.Dataset
-        From :func:`lrp_faces.analysis.method_comparison`: ``mean``, ``ci_low``, ``ci_high`` over (method, metric);
-        higher is better on every metric.
+        From :func:`lrp_faces.analysis.method_comparison`: ``mean``, ``ci_low``, ``ci_high`` over
+        (attribution_method, metric); higher is better on every metric.
     metrics : sequence of str, optional
         The metrics to show (default all).
 
@@ -160,14 +162,14 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
     matplotlib.figure.Figure
         One axes per metric.
     """
-    require_dataset(result, "result", ["mean", "ci_low", "ci_high"], ("method", "metric"),
+    require_dataset(result, "result", ["mean", "ci_low", "ci_high"], (METHOD_DIM, "metric"),
                     "lrp_faces.analysis.method_comparison")
     available = [str(value) for value in _strings(result["metric"].values)]
     metrics = available if metrics is None else [str(metric) for metric in metrics]
     unknown = [metric for metric in metrics if metric not in available]
     if unknown or not metrics:
         raise PlotError(f"metrics {unknown or metrics} are not in the result; it has {available}")
-    methods = [str(value) for value in _strings(result["method"].values)]
+    methods = [str(value) for value in _strings(result[METHOD_DIM].values)]
     colours = palette(len(methods))
     columns = min(len(metrics), 2) if len(metrics) == 4 else min(len(metrics), 3)
     rows = int(np.ceil(len(metrics) / columns))
@@ -180,7 +182,7 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
                 continue
             metric = metrics[index]
             selected = result.sel(metric=metric)
-            mean, low, high = (np.asarray(selected[name].transpose("method").values, dtype=np.float64)
+            mean, low, high = (np.asarray(selected[name].transpose(METHOD_DIM).values, dtype=np.float64)
                                for name in ("mean", "ci_low", "ci_high"))
             best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else -1
             for position in range(len(methods)):
@@ -210,15 +212,56 @@ def is_stand_in(result: xr.Dataset) -> bool:
     return any(word in source for word in ("synthetic", "stand-in", "stand in", "parameter"))
 
 
+def rsa_statistic(result: xr.Dataset) -> tuple[str, str | None, str | None, bool]:
+    """Which correlation of a :func:`~lrp_faces.analysis.compare_with_humans` result to show, and its CI variables.
+
+    With individual raters (a noise ceiling or ``n_raters >= 2``) it is ``rater_correlation``, the model's mean
+    correlation with each rater, which the noise ceiling of Nili et al. (2014) bounds (its CI is
+    ``rater_ci_low``/``rater_ci_high`` where the result has them); otherwise ``correlation`` with the human RDM.
+
+    Returns
+    -------
+    (variable, ci_low variable or None, ci_high variable or None, per_rater)
+    """
+    if has_raters(result) and "rater_correlation" in result:
+        bounds = [name if name in result else None for name in ("rater_ci_low", "rater_ci_high")]
+        return "rater_correlation", bounds[0], bounds[1], True
+    return "correlation", "ci_low", "ci_high", False
+
+
+def has_raters(result: xr.Dataset) -> bool:
+    """Whether an RSA result compares with several raters' RDMs (it then has a noise ceiling)."""
+    ceiling = [result.attrs.get(f"noise_ceiling_{side}", np.nan) for side in ("lower", "upper")]
+    try:
+        finite = all(np.isfinite(float(value)) for value in ceiling)
+        raters = int(result.attrs.get("n_raters", 0) or 0)
+    except (TypeError, ValueError):
+        return False
+    return finite or raters >= 2
+
+
+def rsa_statistic_label(result: xr.Dataset) -> str:
+    """What :func:`rsa_statistic` picks, in words."""
+    if rsa_statistic(result)[3]:
+        return "mean correlation with each rater's RDM"
+    return "correlation with the raters' mean RDM" if has_raters(result) else "correlation with the human RDM"
+
+
 def rsa_bars(result: xr.Dataset) -> Figure:
     """Correlation of each model's RDM with the human RDM, per model cell and kind, with CIs and the noise ceiling.
+
+    With several raters the bars are ``rater_correlation``, the model's mean correlation with each rater's RDM,
+    which is what the noise ceiling bounds (Nili et al. 2014), with its CI ``rater_ci_low``/``rater_ci_high``; the
+    ceiling is the grey band. Without raters they are ``correlation`` with the human RDM, with ``ci_low``/``ci_high``.
+    The y label says which.
 
     Parameters
     ----------
     result : xarray.Dataset
         From :func:`lrp_faces.analysis.compare_with_humans`: ``correlation``, ``ci_low``, ``ci_high`` (and
-        ``p_value``) over (pretraining, task, seed, kind); attributes ``noise_ceiling_lower``/``_upper`` (NaN without
-        raters) and ``human_source``, which is shown prominently when it is a synthetic stand-in.
+        ``rater_correlation``, ``rater_ci_low``, ``rater_ci_high``) over (pretraining, task, seed, kind);
+        attributes ``noise_ceiling_lower``/``_upper`` (NaN without raters) and ``human_source``, which is shown
+        prominently when it is a synthetic stand-in.
 
     Returns
     -------
@@ -227,8 +270,11 @@ def rsa_bars(result: xr.Dataset) -> Figure:
     """
     require_dataset(result, "result", ["correlation", "ci_low", "ci_high"], MODEL_DIMS + ("kind",),
                     "lrp_faces.analysis.compare_with_humans")
-    data = {name: np.asarray(result[name].transpose(*MODEL_DIMS, "kind").values, dtype=np.float64)
-            for name in ("correlation", "ci_low", "ci_high")}
+    statistic, low_name, high_name, per_rater = rsa_statistic(result)
+    shape = tuple(result.sizes[dim] for dim in MODEL_DIMS + ("kind",))
+    data = {key: np.asarray(result[name].transpose(*MODEL_DIMS, "kind").values, dtype=np.float64)
+            if name is not None else np.full(shape, np.nan)
+            for key, name in (("value", statistic), ("low", low_name), ("high", high_name))}
     pretrainings = [str(value) for value in result["pretraining"].values]
     tasks = [str(value) for value in result["task"].values]
     kinds = [str(value) for value in _strings(result["kind"].values)]
@@ -241,21 +287,24 @@ def rsa_bars(result: xr.Dataset) -> Figure:
         figure = new_figure(max(5.0, 1.1 * len(cells) * len(kinds) / 1.5 + 2.0), 4.4)
         ax = figure.add_subplot()
         lower, upper = (float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper"))
-        if np.isfinite(lower) and np.isfinite(upper):
+        if per_rater and np.isfinite(lower) and np.isfinite(upper):
             ax.axhspan(lower, upper, color="0.6", alpha=0.3, linewidth=0, label="noise ceiling", zorder=0)
         ax.axhline(0.0, color="black", linewidth=0.8)
         for kind_index, kind in enumerate(kinds):
             offsets = np.arange(len(cells)) + (kind_index - (len(kinds) - 1) / 2) * width
-            summary = np.array([_seed_summary(*(data[name][p, t, :, kind_index] for name in data), confidence)
+            summary = np.array([_seed_summary(*(data[key][p, t, :, kind_index] for key in data), confidence)
                                 for p, t in cells])
             ax.bar(offsets, np.nan_to_num(summary[:, 0]), width * 0.92, color=colours[kind_index],
                    label=pretty(kind, KIND_LABELS), yerr=error_bars(*summary.T), capsize=3, zorder=2)
-            seeds = np.array([data["correlation"][p, t, :, kind_index] for p, t in cells])  # (cells, seeds)
+            seeds = np.array([data["value"][p, t, :, kind_index] for p, t in cells])  # (cells, seeds)
             if seeds.shape[1] > 1:
                 for seed_values in seeds.T:
                     ax.scatter(offsets, seed_values, s=9, color="black", alpha=0.6, zorder=3, linewidths=0)
         ax.set_xticks(range(len(cells)), [f"{pretrainings[p]}\n{tasks[t]}" for p, t in cells])
-        ax.set_ylabel(f"correlation with the human RDM\n({pretty(method, SIMILARITY_LABELS)})")
+        ax.set_ylabel(f"{rsa_statistic_label(result)}\n({pretty(method, SIMILARITY_LABELS)})")
+        if has_raters(result) and not per_rater:
+            ax.text(0.01, 0.98, "noise ceiling not drawn: it bounds the mean correlation with each rater, which this "
+                    "result lacks", transform=ax.transAxes, va="top", fontsize="x-small", color="0.35")
         figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(kinds) + 1,
                       fontsize="small", frameon=False)
         figure.suptitle(f"Representational similarity with the human RDM ({confidence:.0%} CI)",

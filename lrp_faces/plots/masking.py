@@ -1,6 +1,7 @@
 """Figures of masking results: perturbation curves, the generalisation and asymmetry heatmaps, G by relation."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -22,6 +23,11 @@ CURVE_METRICS = {"accuracy": "correct", "output": "output", "probability": "prob
 _COLOURS = sns.color_palette("colorblind", 10)
 ORDER_STYLE = {"morf": {"color": _COLOURS[1], "linestyle": "-"}, "lerf": {"color": _COLOURS[0], "linestyle": "--"},
                "random": {"color": _COLOURS[7], "linestyle": ":"}}
+
+
+def _order_rank(order: str) -> int:
+    """MoRF, LeRF, random, then others: the order of the curves in a panel and its legend."""
+    return list(ORDER_STYLE).index(order) if order in ORDER_STYLE else len(ORDER_STYLE)
 
 
 def _is_generalization(result: Any) -> bool:
@@ -74,6 +80,42 @@ def _curves_from_generalization(results: Mapping[str, xr.Dataset], metrics: Sequ
     return panels, "seeds"
 
 
+def _add_self_masking(panels: dict, result: xr.Dataset, lerf: xr.Dataset, metrics: Sequence[str]) -> None:
+    """Add each model's LeRF curves on its own maps (``lerf``: model dims x fraction x image) to the panels of the
+    generalisation ``result``, after checking that both cover the same models, fractions and images."""
+    order = str(result.attrs.get("order", "morf"))
+    if order != "morf":
+        raise PlotError(f"lerf= adds least-relevant-first curves to a MoRF generalisation result; this result's "
+                        f"order is {order!r}")
+    needed = [CURVE_METRICS[metric] for metric in metrics]
+    require_dataset(lerf, "lerf", needed, MODEL_DIMS + ("fraction", "image"),
+                    "lrp_faces.masking.curves per model, stacked over (pretraining, task, seed), e.g. masking_lerf.nc")
+    lerf_order = str(lerf.attrs.get("order", "lerf"))
+    if lerf_order != "lerf":
+        raise PlotError(f"lerf must hold least-relevant-first curves; its order is {lerf_order!r}")
+    fractions = np.asarray(result["fraction"].values, dtype=np.float64)
+    other = np.asarray(lerf["fraction"].values, dtype=np.float64)
+    if other.shape != fractions.shape or not np.allclose(other, fractions):
+        raise PlotError(f"lerf has the fractions {other.tolist()}, the result {fractions.tolist()}; compute both with "
+                        f"the same fractions")
+    images, lerf_images = ([str(value) for value in data["image"].values] for data in (result, lerf))
+    if images != lerf_images:
+        raise PlotError(f"lerf covers other images than the result ({len(lerf_images)} against {len(images)}, e.g. "
+                        f"{(set(lerf_images) ^ set(images) or {lerf_images[0]}).pop()!r}); compute both on the same "
+                        f"images")
+    available = {dim: [str(value) for value in np.atleast_1d(lerf[dim].values)] for dim in MODEL_DIMS}
+    for pretraining, task, seed in model_grid(result, "source_"):
+        where = {"pretraining": pretraining, "task": task, "seed": str(seed)}
+        absent = [f"{dim}={value}" for dim, value in where.items() if value not in available[dim]]
+        if absent:
+            raise PlotError(f"lerf has no curves of the model {pretraining}/{task}/{seed} ({', '.join(absent)})")
+        for metric in metrics:
+            curve = lerf[CURVE_METRICS[metric]].sel(pretraining=pretraining, task=task, seed=seed)
+            values = np.asarray(curve.transpose("fraction", "image").values, dtype=np.float64)
+            cell = panels[(pretraining, task)]
+            cell.setdefault("lerf", {}).setdefault(metric, (fractions, []))[1].append(values)
+
+
 def _curves_from_mapping(result: Mapping, metrics: Sequence[str]) -> tuple[dict, str]:
     """{("", ""): {order: {metric: (fractions, [per-replicate (F, N)])}}} from curves results keyed by order."""
     cell: dict = {}
@@ -101,7 +143,8 @@ def _curves_from_mapping(result: Mapping, metrics: Sequence[str]) -> tuple[dict,
 
 
 def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Dataset]],
-                   metrics: Sequence[str] = ("accuracy", "output"), confidence: float | None = None) -> Figure:
+                   metrics: Sequence[str] = ("accuracy", "output"), confidence: float | None = None, *,
+                   lerf: xr.Dataset | None = None) -> Figure:
     """Accuracy and explained output against the fraction of pixels hidden, per hiding order, with CI bands.
 
     Parameters
@@ -116,6 +159,10 @@ def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Da
     confidence : float, optional
         Of the bands (default: the result's, else 0.95). Bands are Student-t intervals of the mean over seeds; with
         a single seed, over images.
+    lerf : xarray.Dataset, optional
+        With a MoRF generalisation ``result``: every model masked by its own maps least relevant first, i.e.
+        :func:`lrp_faces.masking.curves` results with ``order="lerf"`` stacked over (pretraining, task, seed), on the
+        same fractions and images (``masking_lerf.nc`` of a study run). Each panel then shows MoRF, LeRF and random.
 
     Returns
     -------
@@ -124,9 +171,16 @@ def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Da
     """
     if isinstance(metrics, str) or not metrics or any(metric not in CURVE_METRICS for metric in metrics):
         raise PlotError(f"metrics must be a non-empty sequence of {tuple(CURVE_METRICS)}, got {metrics!r}")
+    if lerf is not None and not _is_generalization(result):
+        raise PlotTypeError("lerf= goes with one lrp_faces.masking.generalization result (MoRF); for curves results "
+                            "give the LeRF curves in the mapping, e.g. {'morf': ..., 'lerf': ..., 'random': ...}")
     if _is_generalization(result):
         panels, replicate_name = _curves_from_generalization({str(result.attrs.get("order", "morf")): result},
                                                              metrics)
+        if lerf is not None:
+            _add_self_masking(panels, result, lerf, metrics)
+            panels = {cell: {order: curves[order] for order in sorted(curves, key=_order_rank)}
+                      for cell, curves in panels.items()}
         attrs = result.attrs
     elif isinstance(result, Mapping) and result and all(_is_generalization(item) for item in result.values()):
         panels, replicate_name = _curves_from_generalization({str(key): item for key, item in result.items()},
@@ -190,10 +244,12 @@ def _heatmap(result: xr.Dataset, values: np.ndarray, annotations: np.ndarray | N
     figure = new_figure(side + 1.8, side + 0.6)
     ax = figure.add_subplot()
     font = 10 if count <= 6 else 8 if count <= 12 else 6 if count <= 16 else 5
-    sns.heatmap(values, ax=ax, cmap=cmap, center=0.0, vmin=-limit, vmax=limit, mask=mask, square=True,
-                annot=annotations if annotations is not None and count <= 20 else False, fmt="",
-                annot_kws={"fontsize": font}, linewidths=0.4, linecolor="white",
-                cbar_kws={"label": colorbar_label, "shrink": 0.8})
+    with warnings.catch_warnings():  # seaborn's own use of Colormap.set_bad, deprecated in matplotlib 3.10
+        warnings.filterwarnings("ignore", "The set_bad function", PendingDeprecationWarning)
+        sns.heatmap(values, ax=ax, cmap=cmap, center=0.0, vmin=-limit, vmax=limit, mask=mask, square=True,
+                    annot=annotations if annotations is not None and count <= 20 else False, fmt="",
+                    annot_kws={"fontsize": font}, linewidths=0.4, linecolor="white",
+                    cbar_kws={"label": colorbar_label, "shrink": 0.8})
     ax.set_facecolor("0.85")  # NaN and masked cells
     ax.grid(False)
     group_ticks(ax, models, "x")

@@ -21,9 +21,9 @@ from .tables import (ground_truth_table, methods_table, model_accuracy, relation
 
 __all__ = ["write_report", "ReportError", "RESULT_FILES", "FIGURES"]
 
-RESULT_FILES = {"cube": "cube", "masking": "masking.nc", "similarity": "similarity.nc", "regions": "regions.nc",
-                "methods": "methods.nc", "rsa": "rsa.nc"}
-"""Result of each section -> its path in the results directory."""
+RESULT_FILES = {"cube": "cube", "masking": "masking.nc", "masking_lerf": "masking_lerf.nc",
+                "similarity": "similarity.nc", "regions": "regions.nc", "methods": "methods.nc", "rsa": "rsa.nc"}
+"""Result of each section -> its path in the results directory (``masking_lerf`` joins the masking section)."""
 FIGURES = ("relevance_grid", "masking_curves", "generalization_heatmap", "asymmetry_heatmap",
            "generalization_by_relation", "similarity_by_relation", "region_relevance", "method_comparison",
            "rsa_bars")
@@ -120,7 +120,10 @@ def _open_result(path: Path, key: str) -> tuple[xr.Dataset | None, str | None]:
             from .. import cube
             return cube.open(file), None
         with xr.open_dataset(file, engine="netcdf4") as dataset:
-            return dataset.load(), None
+            result = dataset.load()
+        if key == "methods" and "method" in result.dims and "attribution_method" not in result.dims:
+            result = result.rename({"method": "attribution_method"})  # written before the dim was renamed
+        return result, None
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         return None, f"Skipped: {RESULT_FILES[key]} could not be read ({type(error).__name__}: {error})."
 
@@ -212,14 +215,27 @@ def _maps_section(page: _Page, cube: xr.Dataset | None, note: str | None, images
     page.add("maps", "Relevance maps", body)
 
 
-def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
+def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None, lerf: xr.Dataset | None = None,
+                     lerf_note: str | None = None) -> None:
     if result is None:
         page.add("masking", "Masking and generalisation", _p(note, "note"))
         return
     generalization = generalization_reading(result)
     page.findings.append(_first_sentence(generalization))
-    body = page.figure("masking_curves", plots.masking_curves(result), curves_reading(result),
-                       "masking curves: accuracy and output against the fraction hidden")
+    curves = None
+    if lerf is not None:
+        try:
+            curves = plots.masking_curves(result, lerf=lerf)
+        except (plots.PlotError, plots.PlotTypeError) as error:  # e.g. a file left from other settings
+            lerf, lerf_note = None, f"The LeRF curves of {RESULT_FILES['masking_lerf']} are not drawn: {error}."
+    elif str(result.attrs.get("order", "morf")) != "morf":
+        lerf_note = None  # the generalisation itself masks least relevant first
+    elif lerf_note is not None and "is not in the results directory" in lerf_note:
+        lerf_note = (f"No LeRF curves: {RESULT_FILES['masking_lerf']} is not in the results directory (`lrp-faces "
+                     f"mask` writes it).")
+    body = page.figure("masking_curves", curves if curves is not None else plots.masking_curves(result),
+                       curves_reading(result, lerf), "masking curves: accuracy and output against the fraction hidden")
+    body += _p(lerf_note, "note") if lerf_note else ""
     body += "<h3>Generalisation of maps between models</h3>"
     body += page.figure("generalization_heatmap", plots.generalization_heatmap(result), generalization,
                         "heatmap of the generalisation index, source by target model")
@@ -332,8 +348,9 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     Parameters
     ----------
     results_dir : str or PathLike
-        The output directory of a study run: ``study.json``, ``cube/``, ``masking.nc``, ``similarity.nc``,
-        ``regions.nc``, ``methods.nc``, ``rsa.nc``. Sections whose file is missing are skipped with a note.
+        The output directory of a study run: ``study.json``, ``cube/``, ``masking.nc`` (with ``masking_lerf.nc``,
+        whose LeRF curves join the masking curves when present), ``similarity.nc``, ``regions.nc``, ``methods.nc``,
+        ``rsa.nc``. Sections whose file is missing are skipped with a note.
     out : str or PathLike, optional
         Directory of the report (default ``results_dir/report``); gets ``index.html`` and ``figures/``.
     progress : bool
@@ -358,17 +375,21 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     (out / "figures").mkdir(parents=True, exist_ok=True)
     page = _Page(out, results)
     study, study_note = _load_study(results)
-    sections = {"masking": _masking_section, "similarity": _similarity_section, "methods": _methods_section,
-                "rsa": _rsa_section}
+    sections = {"similarity": _similarity_section, "methods": _methods_section, "rsa": _rsa_section}
     found: dict[str, bool] = {}
     cube = None
+    keys = [key for key in RESULT_FILES if key != "masking_lerf"]  # read with masking
     try:
-        with tqdm(total=len(RESULT_FILES), desc="report", unit="section", disable=not progress) as bar:
-            for key in RESULT_FILES:
+        with tqdm(total=len(keys), desc="report", unit="section", disable=not progress) as bar:
+            for key in keys:
                 bar.set_postfix_str(key)
                 result, note = _open_result(results, key)
                 found[key] = result is not None
-                if key == "cube":
+                if key == "masking":
+                    lerf, lerf_note = _open_result(results, "masking_lerf")
+                    found["masking_lerf"] = lerf is not None
+                    _masking_section(page, result, note, lerf, lerf_note)
+                elif key == "cube":
                     cube = result
                     _models_section(page, study, study_note, cube)
                     _maps_section(page, cube, note, images)

@@ -6,12 +6,13 @@ import xarray as xr
 
 from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, format_interval,
                              mean_interval, model_grid, pretty)
-from ..plots.analysis import SIMILARITY_LABELS, _strings
+from ..plots.analysis import METHOD_DIM, SIMILARITY_LABELS, _strings, has_raters, rsa_statistic
 from ..plots.masking import _own_and_random, _pair_matrix
 
 __all__ = ["grid_reading", "curves_reading", "generalization_reading", "relation_reading", "asymmetry_reading",
            "similarity_reading", "regions_reading", "methods_reading", "rsa_reading"]
 
+ORDER_NAMES = {"morf": "MoRF", "lerf": "LeRF", "random": "random order"}
 MAP_SAMPLE = 64  # images per model read from the cube for the relevance-map reading
 RELATION_PHRASES = {"same_cell_different_seed": "another seed's map", "different_task": "a map of another task",
                     "different_pretraining": "a map of another pretraining",
@@ -54,14 +55,17 @@ def grid_reading(cube: xr.Dataset) -> str:
         negative.extend(np.clip(-flat, 0.0, None).sum(1)[absolute > 0] / absolute[absolute > 0])
     if not concentration:
         return "The maps hold no positive relevance. Nothing can be said about where they put it."
-    count = min(MAP_SAMPLE, relevance.sizes["image"])
-    return (f"Across {len(models)} models and {count} images, the 10% most relevant pixels of a map hold "
+    total = relevance.sizes["image"]
+    images = f"{total} images" if total <= MAP_SAMPLE else f"the first {MAP_SAMPLE} of the {total} images"
+    return (f"Across {len(models)} models and {images}, the 10% most relevant pixels of a map hold "
             f"{np.mean(concentration):.0%} of its positive relevance on average (10% if it were spread evenly). "
             f"On average {np.mean(negative):.0%} of the absolute relevance is negative (blue), evidence against the "
             f"explained class.")
 
 
-def curves_reading(result: xr.Dataset) -> str:
+def curves_reading(result: xr.Dataset, lerf: xr.Dataset | None = None) -> str:
+    """The masking curves at the first fraction >= 10 %: the result's order against random (and LeRF, from the
+    models' self-masking curves ``lerf``, when given), then the AOPCs."""
     order = str(result.attrs.get("order", "morf"))
     fractions = np.asarray(result["fraction"].values, dtype=np.float64)
     positive = np.flatnonzero(fractions >= 0.1 - 1e-9)
@@ -69,9 +73,15 @@ def curves_reading(result: xr.Dataset) -> str:
     own, random = _own_and_random(result, "correct")
     unmasked = float(np.mean(result["unmasked_accuracy"].values)) if "unmasked_accuracy" in result else np.nan
     which = "most" if order == "morf" else "least"
-    first = (f"Hiding the {fractions[step]:.0%} {which} relevant pixels ({order.upper()}) changes accuracy from "
+    versus = f"{np.nanmean(random[:, step]):.0%} for a random {fractions[step]:.0%}"
+    if lerf is not None and "correct" in lerf:
+        at = np.flatnonzero(np.isclose(np.asarray(lerf["fraction"].values, dtype=np.float64), fractions[step]))
+        if at.size:
+            least = float(np.nanmean(lerf["correct"].isel(fraction=int(at[0])).values))
+            versus = f"{least:.0%} when the {fractions[step]:.0%} least relevant are hidden (LeRF) and {versus}"
+    first = (f"Hiding the {fractions[step]:.0%} {which} relevant pixels ({ORDER_NAMES.get(order, order)}) changes accuracy from "
              f"{unmasked:.0%} to {np.nanmean(own[:, step]):.0%} on average over the {own.shape[0]} models, against "
-             f"{np.nanmean(random[:, step]):.0%} for a random {fractions[step]:.0%}.")
+             f"{versus}.")
     if "aopc" not in result or "random_aopc" not in result:
         return first
     score = "the explained output" if result.attrs.get("score", "output") == "output" else \
@@ -205,10 +215,10 @@ def regions_reading(result: xr.Dataset) -> str:
 
 
 def methods_reading(result: xr.Dataset) -> str:
-    methods, metrics = _strings(result["method"].values), _strings(result["metric"].values)
-    mean = np.asarray(result["mean"].transpose("method", "metric").values, dtype=np.float64)
-    low = np.asarray(result["ci_low"].transpose("method", "metric").values, dtype=np.float64)
-    high = np.asarray(result["ci_high"].transpose("method", "metric").values, dtype=np.float64)
+    methods, metrics = _strings(result[METHOD_DIM].values), _strings(result["metric"].values)
+    mean = np.asarray(result["mean"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
+    low = np.asarray(result["ci_low"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
+    high = np.asarray(result["ci_high"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
     parts, winners = [], []
     for column, metric in enumerate(metrics):
         if not np.isfinite(mean[:, column]).any():
@@ -230,37 +240,74 @@ def methods_reading(result: xr.Dataset) -> str:
             f"{pretty(methods[int(ranks.mean(1).argmax())])} worst.")
 
 
-def rsa_reading(result: xr.Dataset) -> str:
+def rsa_cells(result: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The statistic :func:`lrp_faces.plots.rsa_bars` draws, over seeds: (values (P, T, S, K), mean, lower, upper
+    (P, T, K)), with a t-interval over seeds, or with one seed that model's bootstrap CI."""
+    statistic, low_name, high_name, _ = rsa_statistic(result)
+    shape = tuple(result.sizes[dim] for dim in MODEL_DIMS + ("kind",))
     values, low, high = (np.asarray(result[name].transpose(*MODEL_DIMS, "kind").values, dtype=np.float64)
-                         for name in ("correlation", "ci_low", "ci_high"))
-    pretrainings, tasks, kinds = (_strings(result[dim].values) for dim in ("pretraining", "task", "kind"))
+                         if name is not None else np.full(shape, np.nan)
+                         for name in (statistic, low_name, high_name))
     with np.errstate(invalid="ignore"):
         mean, lower, upper = mean_interval(values, 2)  # over seeds: (pretraining, task, kind)
     single = np.isfinite(values).sum(2) == 1  # one seed: that model's own interval
     lower = np.where(single, np.nansum(np.where(np.isfinite(values), low, 0.0), 2), lower)
     upper = np.where(single, np.nansum(np.where(np.isfinite(values), high, 0.0), 2), upper)
+    return values, mean, lower, upper
+
+
+def noise_ceiling(result: xr.Dataset) -> tuple[float, float]:
+    """(lower, upper) noise ceiling of an RSA result; NaN without raters."""
+    bounds = []
+    for side in ("lower", "upper"):
+        try:
+            bounds.append(float(result.attrs.get(f"noise_ceiling_{side}", np.nan)))
+        except (TypeError, ValueError):
+            bounds.append(np.nan)
+    return bounds[0], bounds[1]
+
+
+def rsa_reading(result: xr.Dataset) -> str:
+    values, mean, lower, upper = rsa_cells(result)
+    per_rater = rsa_statistic(result)[3]
+    pretrainings, tasks, kinds = (_strings(result[dim].values) for dim in ("pretraining", "task", "kind"))
     if not np.isfinite(mean).any():
         return "No model RDM has a correlation with the human RDM. Nothing to compare."
     best = np.unravel_index(np.nanargmax(mean), mean.shape)
     worst = np.unravel_index(np.nanargmin(mean), mean.shape)
+    symbol = "ρ" if str(result.attrs.get("method", "spearman")) == "spearman" else "r"
 
     def describe(index):
         p, t, k = index
         return (f"the {pretty(kinds[k], KIND_LABELS)} of {pretrainings[p]}/{tasks[t]} models, "
                 f"{symbol} = {format_interval(mean[index], lower[index], upper[index])}")
 
-    symbol = "ρ" if str(result.attrs.get("method", "spearman")) == "spearman" else "r"
     over = "means over seeds" if values.shape[2] > 1 else "one seed"
-    first = f"Closest to the human RDM are {describe(best)}; farthest are {describe(worst)} ({over})."
-    ceiling = [float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper")]
+    ceiling = noise_ceiling(result)
+    with_ceiling = per_rater and all(np.isfinite(ceiling))
+    human = "raters' mean RDM" if has_raters(result) else "human RDM"
     significant = ""
     if "p_value" in result:
         p_values = np.asarray(result["p_value"].values, dtype=np.float64)
         tested = np.isfinite(p_values)
         if tested.any():
-            significant = f"{int((p_values[tested] < 0.05).sum())} of {int(tested.sum())} model RDMs correlate " \
-                          f"significantly (p < 0.05, permutation test); "
-    if all(np.isfinite(ceiling)) and ceiling[1] > 0:
-        return (f"{first} {significant}the noise ceiling is {ceiling[0]:.2f}–{ceiling[1]:.2f}, so the best reaches "
-                f"{mean[best] / ceiling[1]:.0%} of its upper bound.")
-    return f"{first} {significant}there is no noise ceiling: the human RDM has no individual raters."
+            significant = (f"{int((p_values[tested] < 0.05).sum())} of {int(tested.sum())} model RDMs correlate "
+                           f"significantly with the {human} (p < 0.05, permutation test)")
+    if with_ceiling:
+        reached = mean[np.isfinite(mean)] >= ceiling[0]
+        where = "reaches" if mean[best] >= ceiling[0] else "stays below"
+        first = (f"By the mean correlation with each rater's RDM ({over}), closest to the human RDM are "
+                 f"{describe(best)}, which {where} the lower bound of the noise ceiling ({ceiling[0]:.2f}); "
+                 f"farthest are {describe(worst)}.")
+        share = f", {mean[best] / ceiling[0]:.0%} of the lower bound at best" \
+            if not reached.any() and ceiling[0] > 0 else ""
+        second = (f"{int(reached.sum())} of {reached.size} model RDMs (pretraining × task × kind) reach the lower "
+                  f"bound of the noise ceiling, {ceiling[0]:.2f}–{ceiling[1]:.2f}{share}")
+        return f"{first} {second}" + (f"; {significant}." if significant else ".")
+    statistic = "correlation with the raters' mean RDM" if has_raters(result) else "correlation with the human RDM"
+    first = f"By the {statistic}, closest are {describe(best)}; farthest are {describe(worst)} ({over})."
+    if has_raters(result):
+        tail = "the noise ceiling is not compared: the result lacks the mean correlation with each rater it bounds"
+    else:
+        tail = "there is no noise ceiling: the human RDM has no individual raters"
+    return f"{first} " + (f"{significant}; {tail}." if significant else f"{tail[0].upper()}{tail[1:]}.")

@@ -10,7 +10,7 @@ import xarray as xr
 
 from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models,
                              format_interval, mean_interval, pretty)
-from ..plots.analysis import SIMILARITY_LABELS, _strings
+from ..plots.analysis import METHOD_DIM, SIMILARITY_LABELS, _strings, rsa_statistic, rsa_statistic_label
 
 __all__ = ["table", "settings_html", "study_tables", "model_accuracy", "relation_table", "similarity_table",
            "ground_truth_table", "methods_table", "rsa_table"]
@@ -210,10 +210,10 @@ def ground_truth_table(result: xr.Dataset) -> str:
 
 
 def methods_table(result: xr.Dataset) -> str:
-    methods, metrics = _strings(result["method"].values), _strings(result["metric"].values)
+    methods, metrics = _strings(result[METHOD_DIM].values), _strings(result["metric"].values)
     rows = []
     for method in methods:
-        selected = result.sel({"method": method})  # not sel(method=...): that is sel's own argument
+        selected = result.sel({METHOD_DIM: method})
         rows.append([pretty(method)] + [format_interval(*(float(selected[name].sel(metric=metric).values)
                                                           for name in ("mean", "ci_low", "ci_high")))
                                         for metric in metrics])
@@ -221,19 +221,36 @@ def methods_table(result: xr.Dataset) -> str:
 
 
 def rsa_table(result: xr.Dataset) -> str:
+    """Per pretraining x task x kind: the statistic of the RSA figure over seeds (with raters, the mean correlation
+    with each rater's RDM and whether it reaches the noise ceiling's lower bound), the correlation with the raters'
+    mean RDM when that is not the statistic already, and the seeds with p < 0.05."""
+    statistic, low_name, high_name, per_rater = rsa_statistic(result)
+    ceiling = [float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper")]
+    with_ceiling = per_rater and all(np.isfinite(ceiling))
     rows = []
     for pretraining in _strings(result["pretraining"].values):
         for task in _strings(result["task"].values):
             for kind in _strings(result["kind"].values):
                 selected = result.sel(pretraining=pretraining, task=task, kind=kind)
-                values = np.atleast_1d(np.asarray(selected["correlation"].values, dtype=np.float64))
-                low, high = (np.atleast_1d(np.asarray(selected[name].values, dtype=np.float64))
-                             for name in ("ci_low", "ci_high"))
-                p_values = np.atleast_1d(np.asarray(selected["p_value"].values, dtype=np.float64)) \
-                    if "p_value" in selected else np.full(values.shape, np.nan)
+
+                def column(name: str | None) -> np.ndarray | None:
+                    return None if name is None else np.atleast_1d(np.asarray(selected[name].values,
+                                                                              dtype=np.float64))
+                values = column(statistic)
+                row = [pretraining, task, pretty(kind, KIND_LABELS), _over_seeds(values, column(low_name),
+                                                                                 column(high_name))]
+                if with_ceiling:
+                    finite = values[np.isfinite(values)]
+                    row.append(("yes" if finite.mean() >= ceiling[0] else "no") if finite.size else "n/a")
+                if per_rater:
+                    row.append(_over_seeds(column("correlation"), column("ci_low"), column("ci_high")))
+                p_values = column("p_value") if "p_value" in selected else np.full(values.shape, np.nan)
                 tested = np.isfinite(p_values)
-                rows.append([pretraining, task, pretty(kind, KIND_LABELS), _over_seeds(values, low, high),
-                             f"{int((p_values[tested] < 0.05).sum())}/{int(tested.sum())}" if tested.any()
-                             else "n/a"])
-    return table(["pretraining", "task", "model RDM", "correlation (mean over seeds, CI)", "seeds with p < 0.05"],
-                 rows, numeric_from=3)
+                row.append(f"{int((p_values[tested] < 0.05).sum())}/{int(tested.sum())}" if tested.any() else "n/a")
+                rows.append(row)
+    headers = ["pretraining", "task", "model RDM", f"{rsa_statistic_label(result)} (mean over seeds, CI)"]
+    if with_ceiling:
+        headers.append(f"reaches the noise ceiling's lower bound ({ceiling[0]:.2f})")
+    if per_rater:
+        headers.append("correlation with the raters' mean RDM (mean over seeds, CI)")
+    return table(headers + ["seeds with p < 0.05"], rows, numeric_from=3)
