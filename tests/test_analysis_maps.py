@@ -17,6 +17,8 @@ import xarray as xr
 import lrp_faces
 from lrp_faces import analysis, cube, masking
 from lrp_faces.analysis import AnalysisError, AnalysisTypeError
+from lrp_faces.analysis import mass_and_rank_accuracy
+from lrp_faces.analysis._common import top_membership
 from lrp_faces.analysis._statistics import bootstrap_mean
 from lrp_faces.cube._store import FORMAT, FORMAT_VERSION, Batch, ImageTable, write_model_file
 from lrp_faces.faces import REGIONS, synthetic_faces
@@ -102,22 +104,52 @@ def test_topk_iou_matches_a_hand_count():
     # 3 x 3 maps, k = 2/9: the two most relevant pixels of each
     first = [[9, 8, 0], [0, 0, 0], [0, 0, 0]]  # top {0, 1}
     second = [[0, 9, 8], [0, 0, 0], [0, 0, 0]]  # top {1, 2}: IoU 1/3 with the first
-    third = [[5, 5, 5], [5, 5, 5], [5, 5, 5]]  # all tied: the first two pixels, {0, 1}: IoU 1 with the first
+    # all tied: each pixel is in the top 2 with probability 2/9, so the expected intersection with any map is
+    # 2 * 2/9 = 4/9, and IoU = (4/9) / (4 - 4/9) = 1/8, the chance level; a map with itself is 1 by definition
+    third = [[5, 5, 5], [5, 5, 5], [5, 5, 5]]
     memory = make_cube(np.array([first, second, third], dtype=np.float32).reshape(1, 1, 3, 1, 3, 3),
                        pretrainings=("faces",), tasks=("gender",), seeds=(0, 1, 2))
     result = analysis.similarity(memory, "topk_iou", k=2 / 9, n_bootstrap=0)
-    expected = np.array([[1, 1 / 3, 1], [1 / 3, 1, 1 / 3], [1, 1 / 3, 1]])
+    expected = np.array([[1, 1 / 3, 1 / 8], [1 / 3, 1, 1 / 8], [1 / 8, 1 / 8, 1]])
     np.testing.assert_allclose(result.similarity.values[..., 0], expected)
 
 
-def test_topk_iou_uses_the_pixels_of_the_cubes_top_fraction():
-    memory = random_cube(count=3, size=10)
-    memory["relevance"] = np.round(memory.relevance)  # many ties, broken by position
+def test_topk_iou_of_maps_with_zero_tails_is_not_inflated_by_the_zeros_that_come_first():
+    # k = 3 of 9 pixels; each map has 2 non-zero pixels, so its 7 zeros share the third place (1/7 each). Breaking
+    # ties by position would give both maps the top set {0, 1, 2} and an IoU of 1.
+    first = [[9, 8, 0], [0, 0, 0], [0, 0, 0]]  # p = 1, 1, then 1/7 on the zeros
+    second = [[0, 9, 8], [0, 0, 0], [0, 0, 0]]  # p = 1/7, 1, 1, then 1/7
+    memory = make_cube(np.array([first, second], dtype=np.float32).reshape(1, 1, 2, 1, 3, 3),
+                       pretrainings=("faces",), tasks=("gender",), seeds=(0, 1))
+    result = analysis.similarity(memory, "topk_iou", k=3 / 9, n_bootstrap=0)
+    intersection = 1 / 7 + 1 + 1 / 7 + 6 / 49  # pixels 0, 1, 2 and the six shared zeros
+    assert intersection == pytest.approx(69 / 49)
+    assert result.similarity.values[0, 1, 0] == pytest.approx(69 / 225)  # I / (2k - I)
+    assert result.similarity.values[0, 0, 0] == pytest.approx((2 + 7 / 49) / (6 - 2 - 7 / 49))
+
+
+def test_topk_iou_without_ties_is_the_iou_of_the_top_sets():
+    memory = random_cube(count=3, size=10)  # continuous values: no ties
     result = analysis.similarity(memory, "topk_iou", k=0.15, n_bootstrap=0)
-    masks = memory.lrp.top_fraction(0.15).transpose(*DIMS).values.reshape(8, 3, -1)
-    for a, b, image in itertools.product(range(8), range(8), range(3)):
-        union = np.sum(masks[a, image] | masks[b, image])
-        assert result.similarity.values[a, b, image] == np.sum(masks[a, image] & masks[b, image]) / union
+    maps = flat_maps(memory)
+    count = 15
+    for a, b, image in itertools.product(range(len(maps)), range(len(maps)), range(3)):
+        top_a = set(np.argsort(-maps[a, image])[:count].tolist())
+        top_b = set(np.argsort(-maps[b, image])[:count].tolist())
+        assert result.similarity.values[a, b, image] == pytest.approx(len(top_a & top_b) / len(top_a | top_b),
+                                                                      abs=1e-12)
+
+
+def test_top_membership_is_the_chance_of_being_in_the_top_set_under_random_tie_breaking():
+    values = np.array([3.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0])
+    for count in range(1, len(values) + 1):
+        orders = list(itertools.permutations(range(len(values))))
+        hits = np.zeros(len(values))
+        for order in orders:  # every tie-break: sort by value, then by a random order of the pixels
+            ranked = sorted(range(len(values)), key=lambda pixel: (-values[pixel], order.index(pixel)))
+            hits[ranked[:count]] += 1
+        np.testing.assert_allclose(top_membership(values, count), hits / len(orders))
+        np.testing.assert_allclose(top_membership(values[None], np.array([count]))[0], hits / len(orders))
 
 
 def test_means_are_over_images_and_cis_bracket_them():
@@ -379,6 +411,26 @@ def test_rank_accuracy_matches_a_hand_count():
                                              tasks=("gender",), seeds=(0,)), {"gender": truth}, n_bootstrap=0)
     assert result.relevance_rank_accuracy.item() == 0.5
     assert result.relevance_mass_accuracy.item() == pytest.approx(6.0 / 10.5)
+
+
+def test_rank_accuracy_shares_tied_places():
+    truth = np.array([[[True, True, False], [False, False, False]]])  # K = 2
+    relevance = np.array([[[0.0, 5.0, 0.0], [0.0, 0.0, 0.0]]])  # pixel 1 above; five zeros share 1 place: 1/5 each
+    result = analysis.ground_truth(make_cube(relevance.reshape(1, 1, 1, 1, 2, 3), pretrainings=("faces",),
+                                             tasks=("gender",), seeds=(0,)), {"gender": truth}, n_bootstrap=0)
+    assert result.relevance_rank_accuracy.item() == pytest.approx((1 + 1 / 5) / 2)  # not 1, as pixel 0 first
+
+
+def test_rank_accuracy_of_a_constant_map_is_the_ground_truths_area_share():
+    faces = synthetic_faces(2, 2, size=16)
+    maps = np.zeros((1, 2, 1, len(faces), 16, 16))
+    result = analysis.ground_truth(make_cube(maps, pretrainings=("faces",), seeds=(0,), ids=faces.image_ids), faces,
+                                   n_bootstrap=0)
+    for task in TASKS:
+        np.testing.assert_allclose(result.relevance_rank_accuracy.sel(task=task, pretraining="faces", seed=0),
+                                   result.ground_truth_area.sel(task=task), rtol=1e-12)
+    inside = np.array([[True, False, True, False]])
+    assert mass_and_rank_accuracy(np.full((1, 4), 2.0), inside)[1].item() == pytest.approx(0.5)
 
 
 def test_ground_truth_masks_may_be_shared_by_all_images():

@@ -265,7 +265,7 @@ def test_road_imputation_equals_a_scipy_reference_on_random_masks(height, width)
 
 def test_road_imputation_equals_a_scipy_reference_on_blob_masks():
     generator = np.random.default_rng(1)
-    images = generator.random((3, 3, 40, 36))  # fronts large enough for the BLAS update as well
+    images = generator.random((3, 3, 40, 36))  # fronts spanning several rank-4 blocks of columns
     hidden = blob_masks(3, 40, 36, fraction=0.6)
     hidden[2, 8:32, 8:32] = True  # one large square hole
     assert_road_equals_reference(images, hidden, cache=None)
@@ -357,7 +357,7 @@ def test_road_falls_back_to_superlu_without_numba(monkeypatch):
     (np.zeros((2, 3, 4, 5)), np.zeros((1, 4, 5), dtype=bool), "hidden must have shape"),
 ])
 def test_road_rejects_masks_that_do_not_match_the_images(images, hidden, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(MaskingError, match=message):
         masking.road_impute(images, hidden)
 
 
@@ -498,6 +498,48 @@ def test_summary_groups_pairs_by_relation(transfer):
     relation = transfer.pair_relation.sel(source_pretraining="faces", source_task="gender", source_seed=0)
     assert relation.sel(target_pretraining="objects", target_task="gender", target_seed=1) == "different_pretraining"
     assert transfer.summary_generalization_index.sel(relation="same_model") == 1.0
+
+
+def test_own_map_curves_are_curves_of_each_model_on_its_own_maps(study):
+    cube, zoo, faces = study
+    small = dict(fractions=(0.0, 0.25, 0.5), patch=4, fill="blur")
+    result = masking.own_map_curves(cube, zoo, faces, **small)
+    assert result["correct"].dims == masking.MODEL_DIMS + ("fraction", "image")
+    assert result.attrs["order"] == "lerf" and result.attrs["n_models"] == len(SPECS)
+    for spec in SPECS[::3]:
+        maps = cube.relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed).values
+        expected = masking.curves(zoo[spec], faces.images, faces.labels(spec.task), maps, order="lerf",
+                                  image_ids=faces.image_ids, **small).reset_coords("label")
+        one = result.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed, drop=True)
+        xr.testing.assert_identical(one.drop_attrs(), expected.drop_attrs())
+
+
+def test_own_map_curves_of_a_ragged_cube_are_nan_for_the_missing_model(study):
+    cube, zoo, faces = study
+    small = dict(fractions=(0.0, 0.5), patch=4, order="morf")
+    missing = SPECS[1]  # objects/gender/1
+    where = dict(pretraining=missing.pretraining, task=missing.task, seed=missing.seed)
+    ragged = cube.copy(deep=True)
+    ragged["relevance"].loc[where] = np.nan
+    computed = xr.ones_like(cube.relevance.isel(image=0, y=0, x=0, drop=True), dtype=bool)
+    computed.loc[where] = False
+    ragged = ragged.assign_coords(computed=computed)
+    partial = Zoo([entry for spec, entry in zoo.entries.items() if spec != missing], image_size=32)
+    result = masking.own_map_curves(ragged, partial, faces, **small)
+    full = masking.own_map_curves(cube, zoo, faces, **small)
+    assert result.attrs["n_models"] == len(SPECS) - 1 and "computed" in result.coords
+    gap = result.sel(where)
+    assert (gap["label"] == -1).all() and result["correct"].dtype == np.float64
+    for name in ("correct", "output", "accuracy", "aopc_output", "mean_aopc_output", "accuracy_auc"):
+        assert gap[name].isnull().all(), name
+    others = [spec for spec in SPECS if spec != missing]
+    for spec in others:
+        at = dict(pretraining=spec.pretraining, task=spec.task, seed=spec.seed)
+        xr.testing.assert_equal(result.sel(at).drop_vars("computed").astype(float),
+                                full.sel(at).astype(float))
+    accuracy = result["correct"].mean(("image", "seed")).sel(pretraining="objects", task="gender")  # skips seed 1
+    kept = full["correct"].sel(pretraining="objects", task="gender", seed=0)
+    np.testing.assert_allclose(accuracy, kept.mean("image"))
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -584,3 +584,16 @@ def test_results_without_their_variables_are_rejected_by_name(function, missing)
         function(xr.Dataset({"mean": (("attribution_method", "metric"), np.zeros((1, 1)))}))
     with pytest.raises(PlotTypeError, match="xarray.Dataset"):
         function({"share": 1})
+
+
+def test_seed_summary_keeps_a_missing_interval_missing():
+    from lrp_faces.plots._common import seed_summary
+    values = np.array([[0.4, np.nan], [0.2, 0.6], [np.nan, np.nan]])  # rows: one seed, two seeds, none
+    low, high = np.array([[np.nan, 0.0], [0.1, 0.5], [0.0, 0.0]]), np.array([[np.nan, 1.0], [0.3, 0.7], [1.0, 1.0]])
+    mean, lower, upper = seed_summary(values, low, high, 0.9, axis=1)
+    np.testing.assert_allclose(mean, [0.4, 0.4, np.nan])
+    assert np.isnan(lower[0]) and np.isnan(upper[0])  # n_bootstrap=0: no interval, not (0.00-0.00)
+    np.testing.assert_allclose([lower[1], upper[1]], t_interval([0.2, 0.6], 0.9))
+    assert np.isnan([lower[2], upper[2]]).all()
+    mean, lower, upper = seed_summary(np.array([np.nan, 0.3]), np.array([0.0, 0.2]), np.array([0.0, 0.5]))
+    assert (float(mean), float(lower), float(upper)) == (0.3, 0.2, 0.5)  # the one seed's own interval

@@ -7,6 +7,7 @@ import html.parser
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -233,13 +234,6 @@ def test_missing_results_are_skipped_with_a_note_and_their_old_figures_removed(r
         Path(src).stem for src in page.images)
 
 
-def test_a_methods_file_from_before_the_dim_was_renamed_is_still_read(results):
-    write_netcdf(methods_result().rename(attribution_method="method"), results / "methods.nc")
-    text = page_text(write_report(results))
-    best = str(methods_result()["mean"].sel(metric="relevance_mass_accuracy").idxmax().item()).replace("_", " ")
-    assert f"By relevance mass accuracy the best method is {best}" in text
-
-
 def test_an_unreadable_result_file_is_noted_and_the_rest_is_shown(results):
     (results / "methods.nc").write_bytes(b"not a netcdf file")
     index = write_report(results)
@@ -351,3 +345,35 @@ def test_settings_are_grouped_and_long_flat_tables_collapsed():
     assert text.count("<td>s</td>") == 1  # the name given twice is shown once
     assert "<summary>demo_settings (20 values)</summary>" in text and "<summary>versions (1 value)</summary>" in text
     assert "path" not in text  # unset values are left out
+
+
+def test_a_single_seed_without_a_ci_shows_no_fake_interval():
+    from lrp_faces.report.readings import rsa_cells, rsa_reading
+    from lrp_faces.report.tables import ground_truth_table, rsa_table
+    result = rsa_result(seeds=(0,))  # n_bootstrap=0: NaN intervals
+    for name in ("ci_low", "ci_high"):
+        result[name][:] = np.nan
+    _, mean, lower, upper = rsa_cells(result)
+    assert np.isfinite(mean).all() and np.isnan(lower).all() and np.isnan(upper).all()
+    for text in (rsa_reading(result), rsa_table(result)):
+        assert "0.00–0.00" not in text
+        assert not re.search(r"\d\.\d\d \(−?\d", text)  # no value is followed by an interval
+    regions = regions_result(seeds=(0,))
+    for side in ("low", "high"):
+        regions[f"relevance_mass_accuracy_ci_{side}"][:] = np.nan
+    rows = re.findall(r'<tr><td>[^<]*</td><td>[^<]*</td><td class="num">([^<]*)</td><td class="num">([^<]*)</td>',
+                      ground_truth_table(regions))
+    assert len(rows) == 4
+    assert all(re.fullmatch(r"\d\.\d\d", mass) for mass, _ in rows)  # the mass accuracy: no interval
+    assert all(re.fullmatch(r"\d\.\d\d \(\d\.\d\d–\d\.\d\d\)", rank) for _, rank in rows)
+
+
+def test_intervals_over_seeds_use_the_results_confidence():
+    from lrp_faces.report.readings import rsa_cells
+    from lrp_faces.plots._common import mean_interval
+    result = rsa_result()
+    result.attrs["confidence"] = 0.5
+    values, mean, lower, upper = rsa_cells(result)
+    expected = mean_interval(values, 2, 0.5)
+    np.testing.assert_allclose(lower, expected[1])
+    np.testing.assert_allclose(upper, expected[2])

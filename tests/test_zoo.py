@@ -361,3 +361,12 @@ def test_demo_is_deterministic_across_cache_dirs_and_workers(tmp_path):
         Zoo.demo(settings, cache_dir=tmp_path / "c", progress=False, workers=0)
     with pytest.raises(TypeError, match="DemoSettings"):
         Zoo.demo({"seeds": (0,)}, cache_dir=tmp_path)
+
+
+def test_model_ids_round_trip_and_bad_ids_are_named():
+    spec = ModelSpec("faces", "gender", 2)
+    assert spec.id == "faces/gender/2"
+    assert ModelSpec.from_id("faces/gender/2") == spec
+    for bad in ("faces/gender", "faces/gender/x", "faces-gender-seed2", 3):
+        with pytest.raises(ZooError, match="faces/gender/0"):
+            ModelSpec.from_id(bad)

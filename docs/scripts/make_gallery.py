@@ -20,19 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from lrp_faces.report import FIGURES  # the report's figures, in the order the gallery shows them
+
 OUTPUT = Path(__file__).resolve().parents[1] / "images" / "gallery"
-#: The report's figures, in the order the gallery shows them (lrp_faces.report.FIGURES when it is importable).
-FALLBACK_FIGURES = ("relevance_grid", "masking_curves", "generalization_heatmap", "asymmetry_heatmap",
-                    "generalization_by_relation", "similarity_by_relation", "region_relevance", "method_comparison",
-                    "rsa_bars")
-
-
-def figure_names() -> tuple[str, ...]:
-    try:
-        from lrp_faces.report import FIGURES
-    except ImportError:
-        return FALLBACK_FIGURES
-    return tuple(FIGURES)
 
 
 def run_demo(out: Path) -> None:
@@ -66,7 +56,7 @@ def main() -> int:
             results = Path(temporary) / "demo"
             run_demo(results)
         figures = results / "report" / "figures"
-        missing = [name for name in figure_names() if not (figures / f"{name}.png").is_file()]
+        missing = [name for name in FIGURES if not (figures / f"{name}.png").is_file()]
         if missing:
             print(f"{figures} lacks {', '.join(missing)}.png; is {results} a complete results folder?",
                   file=sys.stderr)
@@ -74,7 +64,7 @@ def main() -> int:
         if OUTPUT.exists():
             shutil.rmtree(OUTPUT)
         OUTPUT.mkdir(parents=True)
-        for name in figure_names():
+        for name in FIGURES:
             target = OUTPUT / f"{name}.png"
             width, height = shrink(figures / f"{name}.png", target, arguments.width)
             print(f"wrote {target} ({width}x{height}, {target.stat().st_size // 1024} kB)")

@@ -10,9 +10,9 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ..masking import MODEL_DIMS
 from ..zoo import ModelSpec
 
-MODEL_DIMS = ("pretraining", "task", "seed")
 MAP_DIMS = ("y", "x")
 CUBE_DIMS = MODEL_DIMS + ("image",) + MAP_DIMS
 #: Bytes of float64 working data per block of images (all models); a block is at least one image.
@@ -27,27 +27,23 @@ class AnalysisTypeError(TypeError):
     """An input of an analysis of the wrong type."""
 
 
-def model_id(spec: ModelSpec) -> str:
-    """The id of a model in analysis results: ``"pretraining/task/seed"``, e.g. ``"faces/gender/0"``."""
-    return f"{spec.pretraining}/{spec.task}/{spec.seed}"
-
-
-def check_choice(value: Any, choices: tuple, name: str) -> str:
+def check_choice(value: Any, choices: tuple, name: str, error: type[Exception] = AnalysisError) -> str:
+    """``value`` if it is one of ``choices``, else ``error`` (e.g. :class:`RSAError` in the RSA modules)."""
     if not isinstance(value, str) or value not in choices:
-        raise AnalysisError(f"{name} must be one of {choices}, got {value!r}")
+        raise error(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
-def check_confidence(confidence: Any) -> float:
+def check_confidence(confidence: Any, error: type[Exception] = AnalysisError) -> float:
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)) \
             or not 0 < confidence < 1:
-        raise AnalysisError(f"confidence must be a number in (0, 1), got {confidence!r}")
+        raise error(f"confidence must be a number in (0, 1), got {confidence!r}")
     return float(confidence)
 
 
-def check_count(value: Any, name: str, low: int = 0) -> int:
+def check_count(value: Any, name: str, low: int = 0, error: type[Exception] = AnalysisError) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise AnalysisError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise error(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
@@ -80,7 +76,7 @@ class CubeModels:
 
     @property
     def ids(self) -> list[str]:
-        return [model_id(spec) for spec in self.specs]
+        return [spec.id for spec in self.specs]
 
     def to_grid(self, values: np.ndarray) -> np.ndarray:
         """Per-model values (M, ...) on the full grid (P, T, S, ...), NaN where a model was not computed."""
@@ -160,6 +156,31 @@ def read_blocks(relevance: xr.DataArray, models: CubeModels, block_size: int | N
                                 f"{models.ids[model]} on image {str(relevance['image'].values[block][image])!r}; "
                                 "an incomplete cube? Recompute those maps or drop the models")
         yield block, maps
+
+
+def top_membership(maps: np.ndarray, count: int | np.ndarray) -> np.ndarray:
+    """Tie-aware membership (..., P) float64 of each pixel in the top ``count`` pixels of its map (..., P).
+
+    Pixels strictly above the ``count``-th largest value of the map count 1; the ``n_equal`` pixels equal to it
+    share the remaining ``count - n_above`` places equally, ``(count - n_above) / n_equal`` each; the rest count 0.
+    This is the probability that the pixel is in the top set when ties are broken uniformly at random, so a map with
+    fewer than ``count`` non-zero pixels spreads its last places over all of its zero pixels instead of giving them
+    to the first zeros in raster order. Without ties it is the 0/1 indicator of the top set. Every map's weights sum
+    to ``count``. ``count`` is one integer for all maps, or one per map (...,) with 0 giving all zeros.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    counts = np.asarray(count, dtype=np.int64)
+    if counts.ndim == 0:  # one count: a partition finds the count-th largest value
+        kth = -np.partition(-maps, int(counts) - 1, axis=-1)[..., int(counts) - 1]
+    else:
+        ordered = -np.sort(-maps, axis=-1)
+        index = np.clip(counts - 1, 0, maps.shape[-1] - 1)[..., None]
+        kth = np.take_along_axis(ordered, index, -1)[..., 0]
+    above = maps > kth[..., None]
+    equal = maps == kth[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (counts - above.sum(-1)) / equal.sum(-1)
+    return np.where(above, 1.0, np.where(equal, share[..., None], 0.0))  # a count of 0: no pixel above, share 0
 
 
 @contextmanager

@@ -8,7 +8,6 @@ offending images; the module imports nothing from them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -28,12 +27,6 @@ class HumanRatingsError(RSAError):
 
 class RSATypeError(AnalysisTypeError):
     """An RSA input of the wrong type."""
-
-
-def check_option(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise RSAError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def few(items: Sequence) -> str:

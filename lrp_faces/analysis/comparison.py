@@ -16,12 +16,11 @@ from ..cube._compute import load_images, task_labels
 from ..masking import curves
 from ..methods import Method
 from ..zoo import ModelSpec
-from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count, ignore_empty_means,
-                      model_id)
+from ._common import AnalysisError, AnalysisTypeError, check_confidence, check_count, ignore_empty_means
 from ._statistics import bootstrap_mean
-from .regions import _task_masks, mass_and_rank_accuracy
+from .regions import mass_and_rank_accuracy, task_masks
 
-__all__ = ["method_comparison", "DEFAULT_METHODS", "COMPARISON_METRICS", "COMPARISON_FRACTIONS"]
+__all__ = ["method_comparison", "DEFAULT_METHODS", "COMPARISON_METRICS", "COMPARISON_FRACTIONS", "METHOD_DIM"]
 
 METHOD_DIM = "attribution_method"
 """The dim of :func:`method_comparison`'s result that holds the method names (``sel(method=...)`` would be taken by
@@ -164,7 +163,7 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     tasks = sorted({spec.task for spec in specs})
     if masks is None and callable(getattr(dataset, "task_mask", None)):
         masks = dataset
-    truth = None if masks is None else _task_masks(masks, tasks, ids, shape)
+    truth = None if masks is None else task_masks(masks, tasks, ids, shape)
     pixels = shape[0] * shape[1]
 
     values = np.full((len(resolved), len(specs), count, len(COMPARISON_METRICS)), np.nan)
@@ -200,7 +199,7 @@ def _assemble(values: np.ndarray, resolved: list[Method], specs: list[ModelSpec]
         model_mean = np.nanmean(values, axis=2)  # (attribution_method, model, metric)
     mean, low, high = bootstrap_mean(per_image.transpose(0, 2, 1), n_bootstrap, confidence, seed)
     coords = {METHOD_DIM: [method.name for method in resolved], "metric": list(COMPARISON_METRICS),
-              "model": [model_id(spec) for spec in specs], "image": ids,
+              "model": [spec.id for spec in specs], "image": ids,
               "pretraining": ("model", [spec.pretraining for spec in specs]),
               "task": ("model", [spec.task for spec in specs]), "seed": ("model", [spec.seed for spec in specs])}
     variables = {

@@ -16,17 +16,15 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cube import LRPAccessor
-from ..masking import perturbed_batches
+from ..masking import MODEL_DIMS, perturbed_batches
 from ..zoo import ModelSpec
-from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, check_option, few, id_positions, unit_vectors
+from ._common import check_choice, check_relevance, cube_models
+from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, few, id_positions, unit_vectors
 
 __all__ = ["model_rdms", "rdm_from_features", "penultimate_features", "RDM_KINDS"]
 
 RDM_KINDS = ("features", "relevance", "decision_weighted")
 """Model RDMs: penultimate features, relevance maps, features of images kept to their top relevant pixels."""
-MODEL_DIMS = ("pretraining", "task", "seed")
-CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
 _KIND_TEXT = {"features": "penultimate-layer features (input of the last Linear)",
               "relevance": "relevance maps",
               "decision_weighted": "penultimate-layer features of the images kept to their top relevant pixels "
@@ -107,16 +105,6 @@ def penultimate_features(model: nn.Module, images: torch.Tensor, batch_size: int
     return torch.cat(captured).flatten(1).cpu().double().numpy()
 
 
-def _check_cube(cube: Any) -> xr.DataArray:
-    if not isinstance(cube, xr.Dataset) or "relevance" not in cube:
-        raise RSATypeError(f"cube must be an xarray.Dataset with a 'relevance' variable (lrp_faces.cube), got "
-                           f"{type(cube).__name__}")
-    relevance = cube["relevance"]
-    if set(relevance.dims) != set(CUBE_DIMS):
-        raise RSAError(f"cube.relevance must have dims {CUBE_DIMS}, got {relevance.dims}")
-    return relevance.transpose(*CUBE_DIMS)
-
-
 def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torch.Tensor:
     """The dataset's images of the cube's image ids, in the cube's order."""
     if not hasattr(dataset, "image_ids"):
@@ -139,7 +127,7 @@ def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torc
 
 def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None,
                kinds: Sequence[str] = RDM_KINDS, fraction: float = 0.1, batch_size: int = 64,
-               progress: bool = True) -> xr.DataArray:
+               progress: bool = False) -> xr.DataArray:
     """RDMs (``1 - Pearson`` between images) of every model of a cube, from features, maps or both.
 
     Parameters
@@ -167,10 +155,10 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
     xarray.DataArray (pretraining, task, seed, kind, image_a, image_b) float64
         NaN for models the cube has not computed.
     """
-    relevance = _check_cube(cube)
+    relevance = check_relevance(cube)
     if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
         raise RSAError(f"kinds must be a non-empty sequence of {RDM_KINDS}, got {kinds!r}")
-    kinds = tuple(check_option("kinds entry", kind, RDM_KINDS) for kind in kinds)
+    kinds = tuple(check_choice(kind, RDM_KINDS, "kinds entry", RSAError) for kind in kinds)
     if len(set(kinds)) != len(kinds):
         raise RSAError(f"kinds has duplicates: {kinds}")
     if not isinstance(fraction, (float, int, np.floating)) or not 0 < fraction <= 1:
@@ -178,7 +166,7 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise RSAError(f"batch_size must be a positive integer, got {batch_size!r}")
     ids = [str(image_id) for image_id in relevance.image.values]
-    specs = LRPAccessor(cube).models()  # computed models only (ragged cubes)
+    specs = cube_models(cube, relevance).specs  # computed models only (ragged cubes)
     needs_models = any(kind != "relevance" for kind in kinds)
     images = None
     if needs_models:

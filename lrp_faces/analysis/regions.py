@@ -9,11 +9,11 @@ import torch
 import xarray as xr
 
 from ._common import (AnalysisError, AnalysisTypeError, check_block_size, check_confidence, check_count,
-                      check_relevance, cube_models, image_ids, read_blocks)
+                      check_relevance, cube_models, image_ids, read_blocks, top_membership)
 from ._statistics import bootstrap_mean
-from .similarity import pixel_ranks
 
-__all__ = ["region_relevance", "ground_truth", "face_template", "mass_and_rank_accuracy", "TEMPLATE_REGIONS"]
+__all__ = ["region_relevance", "ground_truth", "face_template", "mass_and_rank_accuracy", "task_masks",
+           "TEMPLATE_REGIONS"]
 
 TEMPLATE_REGIONS = ("background", "skin", "hair", "eyes", "brows", "nose", "mouth", "jaw")
 """Region names of :func:`face_template`, in the order of its label values."""
@@ -269,7 +269,7 @@ def _check_statistics(n_bootstrap, confidence, seed, block_size) -> tuple[int, f
 
 
 # ---------------------------------------------------------------------------------------------------- ground truth
-def _task_masks(masks: Any, tasks: list[str], images: list[str], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+def task_masks(masks: Any, tasks: list[str], images: list[str], shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """Boolean ground truth (H, W) or (N, H, W) per task, aligned to the cube's images."""
     found = {}
     if isinstance(masks, Mapping):
@@ -303,11 +303,19 @@ def _task_masks(masks: Any, tasks: list[str], images: list[str], shape: tuple[in
 
 def mass_and_rank_accuracy(maps: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Relevance mass and rank accuracy of maps (..., P) against boolean ground truth (..., P), see
-    :func:`ground_truth`; NaN for a map without positive relevance (mass) or an empty ground truth (rank)."""
-    positive = np.maximum(maps.astype(np.float64), 0.0)
+    :func:`ground_truth`; NaN for a map without positive relevance (mass) or an empty ground truth (rank).
+
+    The rank accuracy is tie-aware: with ``K`` the number of ground-truth pixels, pixels above the map's ``K``-th
+    largest value count 1 and the ``n_equal`` pixels equal to it ``(K - n_above) / n_equal`` each, and the score is
+    ``sum_i p(i) G(i) / K`` — exactly the expected share of the top ``K`` inside the ground truth when ties are broken
+    at random. A constant map scores the ground truth's share of the image.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    inside = np.asarray(inside, dtype=bool)
+    positive = np.maximum(maps, 0.0)
     total = positive.sum(-1)
     top = inside.sum(-1)  # K per map
-    hits = ((pixel_ranks(maps) < top[..., None]) & inside).sum(-1)
+    hits = (top_membership(maps, np.broadcast_to(top, maps.shape[:-1])) * inside).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mass = np.where(total > 0, (positive * inside).sum(-1) / total, np.nan)
         rank = np.where(top > 0, hits / top, np.nan)
@@ -320,7 +328,9 @@ def ground_truth(cube: xr.Dataset, masks: Any, n_bootstrap: int = 1000, confiden
 
     * relevance mass accuracy: the share of the map's positive relevance that lies inside the ground truth;
     * relevance rank accuracy: the share of the map's K most relevant pixels that lie inside the ground truth, with
-      K the number of ground-truth pixels of the image (ties to the earlier pixel).
+      K the number of ground-truth pixels of the image. Ties at the K-th value are shared: the pixels equal to it
+      split the remaining places equally, which gives the expected score under random tie-breaking (see
+      :func:`mass_and_rank_accuracy`), so zero pixels in raster order do not decide the score.
 
     Parameters
     ----------
@@ -359,7 +369,7 @@ def ground_truth(cube: xr.Dataset, masks: Any, n_bootstrap: int = 1000, confiden
     shape = (relevance.sizes["y"], relevance.sizes["x"])
     models = cube_models(cube, relevance)
     tasks = sorted({spec.task for spec in models.specs})
-    truth = _task_masks(masks, tasks, images, shape)
+    truth = task_masks(masks, tasks, images, shape)
     task_of_model = np.array([tasks.index(spec.task) for spec in models.specs])
     count, size, pixels = len(images), len(models.specs), shape[0] * shape[1]
     mass, rank = np.empty((size, count)), np.empty((size, count))

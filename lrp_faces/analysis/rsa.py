@@ -22,8 +22,8 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ._rsa_common import (RDM_DIMS, RSAError, RSATypeError, check_option, check_square, few, id_positions,
-                          unit_vectors)
+from ._common import check_choice, check_confidence, check_count
+from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, check_square, few, id_positions, unit_vectors
 from .human_ratings import STAND_IN_SOURCE
 
 __all__ = ["rsa", "compare_with_humans", "RSAResult", "RSAWarning", "RSA_METHODS"]
@@ -60,12 +60,6 @@ class RSAResult:
 
 
 # ------------------------------------------------------------------------------------------- checking inputs
-def _count(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise RSAError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 def _ids(array: xr.DataArray, name: str) -> list[str]:
     first, second = ([str(value) for value in array[dim].values] if dim in array.coords else None for dim in RDM_DIMS)
     if first is None or second is None:
@@ -340,13 +334,11 @@ def _compare(models: np.ndarray, raters: np.ndarray, with_raters: bool, method: 
 
 
 def _check_settings(method, n_permutations, n_bootstrap, confidence, alternative, seed) -> None:
-    check_option("method", method, RSA_METHODS)
-    check_option("alternative", alternative, ALTERNATIVES)
-    _count("n_permutations", n_permutations)
-    _count("n_bootstrap", n_bootstrap)
-    _count("seed", seed)
-    if not isinstance(confidence, (float, int, np.floating)) or not 0 < confidence < 1:
-        raise RSAError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    check_choice(method, RSA_METHODS, "method", RSAError)
+    check_choice(alternative, ALTERNATIVES, "alternative", RSAError)
+    for name, value in (("n_permutations", n_permutations), ("n_bootstrap", n_bootstrap), ("seed", seed)):
+        check_count(value, name, error=RSAError)
+    check_confidence(confidence, RSAError)
 
 
 def _human(human_rdm: Any) -> tuple[np.ndarray, list[str] | None, list[str] | None, bool]:

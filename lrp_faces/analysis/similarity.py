@@ -9,10 +9,10 @@ import xarray as xr
 
 from ..masking.generalization import RELATIONS, relation
 from ._common import (AnalysisError, check_block_size, check_choice, check_confidence, check_count, check_relevance,
-                      cube_models, ignore_empty_means, image_ids, read_blocks)
+                      cube_models, ignore_empty_means, image_ids, read_blocks, top_membership)
 from ._statistics import bootstrap_mean
 
-__all__ = ["similarity", "METRICS", "pixel_ranks", "top_count"]
+__all__ = ["similarity", "METRICS"]
 
 METRICS = ("spearman", "pearson", "topk_iou", "cosine")
 """Map similarities: Spearman and Pearson correlation over pixels, IoU of the top-k pixels, cosine similarity."""
@@ -24,21 +24,12 @@ def check_fraction(k: Any) -> float:
     return float(k)
 
 
-def top_count(k: Any, pixels: int) -> int:
+def _top_count(k: Any, pixels: int) -> int:
     """The number of top pixels of a fraction ``k`` in (0, 1] of ``pixels``: ``round(k * pixels)``, halves up."""
     count = int(np.floor(check_fraction(k) * pixels + 0.5))
     if count < 1:
         raise AnalysisError(f"k={k!r} selects no pixel of {pixels}-pixel maps; use k >= {0.5 / pixels:.3g}")
     return count
-
-
-def pixel_ranks(maps: np.ndarray) -> np.ndarray:
-    """The rank of each pixel in its map (..., P), 0 for the most relevant; ties go to the earlier pixel, as in
-    :meth:`LRPAccessor.top_fraction <lrp_faces.cube.LRPAccessor.top_fraction>`."""
-    order = np.argsort(-maps, axis=-1, kind="stable")
-    ranks = np.empty(order.shape, dtype=np.int32)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(maps.shape[-1], dtype=np.int32), order.shape), -1)
-    return ranks
 
 
 def _pairwise(vectors: np.ndarray) -> np.ndarray:
@@ -71,10 +62,15 @@ def _cosine(maps: np.ndarray) -> np.ndarray:
 
 
 def _top_iou(maps: np.ndarray, count: int) -> np.ndarray:
-    """(B, M, M) intersection over union of the ``count`` most relevant pixels."""
-    top = (pixel_ranks(maps) < count).astype(np.float32)
-    intersection = _pairwise(top).astype(np.float64)  # exact: integer counts < 2 ** 24
-    return intersection / (2 * count - intersection)
+    """(B, M, M) intersection over union of the ``count`` most relevant pixels, tie-aware: with the memberships
+    ``p`` of :func:`top_membership`, the expected intersection under random tie-breaking ``I = sum_i p_a(i) p_b(i)``
+    and ``IoU = I / (2 count - I)`` (without ties, the IoU of the two top sets). A model's map with itself is 1:
+    one map breaks its ties one way."""
+    intersection = _pairwise(top_membership(maps, count))
+    result = intersection / (2 * count - intersection)
+    diagonal = np.arange(result.shape[-1])
+    result[:, diagonal, diagonal] = 1.0
+    return result
 
 
 def _block_similarity(maps: np.ndarray, metric: str, count: int) -> np.ndarray:
@@ -104,9 +100,14 @@ def similarity(cube: xr.Dataset, metric: str = "spearman", k: float = 0.1, n_boo
         A relevance cube (``relevance`` over pretraining, task, seed, image, y, x).
     metric : {"spearman", "pearson", "topk_iou", "cosine"}
         Spearman (Pearson correlation of average ranks, as :func:`scipy.stats.spearmanr`) or Pearson correlation
-        over pixels; intersection over union of the ``k`` most relevant pixels (ties to the earlier pixel, as
-        ``cube.lrp.top_fraction``); cosine similarity of the raw maps. Correlations of a constant map and cosines of
-        an all-zero map are NaN, and left out of the means.
+        over pixels; intersection over union of the ``k`` most relevant pixels; cosine similarity of the raw maps.
+        ``"topk_iou"`` is tie-aware: pixels above the map's ``k``-th largest value are in its top set, those equal to
+        it share the remaining places (each with weight ``(count - n_above) / n_equal``), the intersection is its
+        expectation under random tie-breaking, ``I = sum_i p_a(i) p_b(i)``, and ``IoU = I / (2 count - I)``. So maps
+        with fewer than ``count`` non-zero pixels are not matched on the zero pixels that come first in raster
+        order (unlike ``cube.lrp.top_fraction``, which breaks ties by position). Two all-tied maps score the chance
+        level, ``k / (2 - k)``; a model's map with itself (``same_model``) scores 1. Correlations of a constant map
+        and cosines of an all-zero map are NaN, and left out of the means.
     k : float
         Fraction of pixels in (0, 1] for ``"topk_iou"``: ``round(k * H * W)`` pixels.
     n_bootstrap, confidence, seed
@@ -115,8 +116,8 @@ def similarity(cube: xr.Dataset, metric: str = "spearman", k: float = 0.1, n_boo
         Show a progress bar over blocks of images.
     block_size : int, optional
         Images per block (default: about 8 MiB of float64 maps of all models; the working memory is a few times
-        that). On a dask-backed cube whole chunks along ``image`` are read, so open big cubes with on-disk chunks,
-        ``lrp_faces.cube.open(path, chunks={})``.
+        that). On a dask-backed cube whole chunks along ``image`` are read: :func:`lrp_faces.cube.open` keeps the
+        on-disk chunks (16 images) by default; ``chunks="auto"`` would read a model's every image per block.
 
     Returns
     -------
@@ -139,7 +140,7 @@ def similarity(cube: xr.Dataset, metric: str = "spearman", k: float = 0.1, n_boo
     metric = check_choice(metric, METRICS, "metric")
     relevance = check_relevance(cube)
     k = check_fraction(k)
-    count = top_count(k, relevance.sizes["y"] * relevance.sizes["x"]) if metric == "topk_iou" else 0
+    count = _top_count(k, relevance.sizes["y"] * relevance.sizes["x"]) if metric == "topk_iou" else 0
     n_bootstrap = check_count(n_bootstrap, "n_bootstrap")
     confidence = check_confidence(confidence)
     seed = check_count(seed, "seed")

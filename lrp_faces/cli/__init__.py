@@ -17,8 +17,9 @@ import click
 from .. import __version__
 
 META = "lrp_faces.cli."
-DOMAIN_ERRORS = (ValueError, TypeError, OSError, KeyError, LookupError)
-"""Errors that are the user's to fix (bad input, missing files); others are reported as internal."""
+DOMAIN_ERRORS = (ValueError, TypeError, OSError)
+"""Errors that are the user's to fix (bad input, missing files; the package's own errors subclass ValueError or
+TypeError); others, KeyError and IndexError included, are reported as internal."""
 
 
 def _flag(name: str):
@@ -75,9 +76,8 @@ def _describe(error: BaseException) -> str:
 def _warnings_as_lines():
     """Library warnings as one ``Warning: ...`` line each.
 
-    Dropped: numpy's NaN-arithmetic notes (CIs that are undefined, e.g. for relations without pairs, are NaN in the
-    results anyway) and scipy's note that a BCa interval cannot be computed on degenerate data (the percentile
-    intervals used here are computed all the same).
+    Dropped: numpy's NaN-arithmetic notes raised in lrp_faces or numpy code (CIs that are undefined, e.g. for
+    relations without pairs, are NaN in the results anyway); the same notes from other libraries are shown.
     """
     def show(message, category, filename, lineno, file=None, line=None):
         click.echo(f"Warning: {_one_line(message)}", err=True)
@@ -85,8 +85,7 @@ def _warnings_as_lines():
     with warnings.catch_warnings():
         warnings.showwarning = show
         warnings.filterwarnings("ignore", message=r".*(Degrees of freedom|Mean of empty slice|invalid value).*",
-                                category=RuntimeWarning)
-        warnings.filterwarnings("ignore", message=r"The BCa confidence interval cannot be calculated")
+                                category=RuntimeWarning, module=r"(lrp_faces|numpy)(\.|$)")
         yield
 
 

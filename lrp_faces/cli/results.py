@@ -5,6 +5,7 @@ Every result file of a study run is written by :func:`write_result` (also reacha
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -24,7 +25,9 @@ class ResultFileError(ValueError):
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able plain data: tuples as lists, paths as strings, numpy scalars as numbers."""
+    """JSON-able plain data: tuples as lists, paths as strings, numpy scalars as numbers, dataclasses as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from .. import cube as cubes
 from .. import masking
 from ..faces import FaceDataset, synthetic_faces
-from ..zoo import default_cache_dir, demo_study_data
-from .study import STEP_ATTR, Study, StudyError, parse_model_id, result_attrs, write_result
+from ..zoo import ModelSpec, default_cache_dir, demo_study_data
+from .study import STEP_ATTR, Study, StudyError, result_attrs, write_result
 
 __all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spaced"]
 
 RESULT_FILES = {"masking": "masking.nc", "masking_lerf": "masking_lerf.nc", "similarity": "similarity.nc",
                 "regions": "regions.nc", "methods": "methods.nc", "rsa": "rsa.nc"}
 CURVES_SETTINGS = ("fractions", "fill", "patch", "mode", "seed", "blur_sigma", "road_noise", "batch_size")
-"""The ``[masking]`` settings that :func:`lrp_faces.masking.curves` shares with the generalisation step."""
+"""The ``[masking]`` settings that :func:`lrp_faces.masking.own_map_curves` shares with the generalisation step."""
 CUBE_DIR = "cube"
 STUDY_JSON = "study.json"
 VERSIONED = ("lrp-faces", "torch", "torchvision", "zennit", "numpy", "scipy", "xarray", "netCDF4")
@@ -323,51 +323,17 @@ class StudyRun:
         return path
 
     def self_masking(self, cube: xr.Dataset, order: str = "lerf") -> xr.Dataset:
-        """Every model of the cube masked by its own maps in ``order``, stacked over (pretraining, task, seed).
+        """Every model of the cube masked by its own maps in ``order`` (:func:`lrp_faces.masking.own_map_curves`).
 
         The same images (``max_images`` of the cube's, evenly spaced) and ``[masking]`` settings as the
-        generalisation step (:data:`CURVES_SETTINGS`), one :func:`lrp_faces.masking.curves` per model: a LeRF run
-        costs about one generalisation source's forward passes per model, 1/(S + 1) of that step for S models.
-
-        Returns
-        -------
-        xarray.Dataset
-            :func:`~lrp_faces.masking.curves` variables with the model dims in front: ``correct``, ``probability``,
-            ``output`` (pretraining, task, seed, fraction, image), ``accuracy`` (..., fraction), ``aopc_output``,
-            ``aopc_probability`` and ``label`` (..., image), ``mean_aopc_*`` and ``accuracy_auc`` (pretraining, task,
-            seed); the curves' attributes (``order``, ``fill``, ...).
+        generalisation step (:data:`CURVES_SETTINGS`): a LeRF run costs about one generalisation source's forward
+        passes per model, 1/(S + 1) of that step for S models.
         """
-        from ..zoo import ModelSpec
         settings = self.study.masking
         selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
-        data = self.data
-        position = {str(image_id): index for index, image_id in enumerate(data.image_ids)}
-        ids = [str(image_id) for image_id in selected["image"].values]
-        missing = [image_id for image_id in ids if image_id not in position]
-        if missing:
-            raise StepError(f"{len(missing)} image id(s) of the cube are not in the study's data set, e.g. "
-                            f"{missing[:5]}; was the cube computed from other data?")
-        indices = np.array([position[image_id] for image_id in ids], dtype=np.int64)
-        images = torch.as_tensor(data.images)[torch.from_numpy(indices)]
         arguments = {key: value for key, value in dataclasses.asdict(settings).items() if key in CURVES_SETTINGS}
-        grid = [[[(str(pretraining), str(task), int(seed)) for seed in selected["seed"].values]
-                 for task in selected["task"].values] for pretraining in selected["pretraining"].values]
-        models = [model for by_task in grid for by_seed in by_task for model in by_seed]
-        results: dict[tuple, xr.Dataset] = {}
-        for pretraining, task, seed in tqdm(models, desc=f"masking ({order})", unit="model",
-                                            disable=not self.progress, leave=False):
-            maps = selected["relevance"].sel(pretraining=pretraining, task=task, seed=seed).values
-            labels = np.asarray(data.labels(task))[indices]
-            curves = masking.curves(self.zoo[ModelSpec(pretraining, task, seed)], images, labels, maps, order=order,
-                                    image_ids=ids, **arguments)
-            results[(pretraining, task, seed)] = curves.reset_coords("label").expand_dims(
-                pretraining=[pretraining], task=[task], seed=[seed])
-        nested = [[[results[model] for model in by_seed] for by_seed in by_task] for by_task in grid]
-        stacked = xr.combine_nested(nested, concat_dim=["pretraining", "task", "seed"], combine_attrs="drop")
-        attrs = dict(results[models[0]].attrs)
-        attrs.update(self_masking=f"each model's images masked by its own maps, order {order!r} "
-                                  f"(lrp_faces.masking.curves per model)", n_models=len(models))
-        return stacked.assign_attrs(attrs)
+        return masking.own_map_curves(selected, self.zoo, self.data, order=order, progress=self.progress,
+                                      **arguments)
 
     def analyze(self, only: tuple[str, ...] | None = None, cube: xr.Dataset | None = None) -> list[Path]:
         """The analyses of the study (or ``only`` these), each to its own file."""
@@ -414,12 +380,12 @@ class StudyRun:
         settings = dict(self.study.analysis.methods)
         arguments = self.study.analysis.arguments("methods", analysis.method_comparison)
         arguments.pop("models", None)
-        models = [parse_model_id(model) for model in settings.get("models", ())] or None
+        models = [ModelSpec.from_id(model) for model in settings.get("models", ())] or None
         if models is not None:
-            missing = [str(spec) for spec in models if spec not in self.zoo]
+            missing = [spec.id for spec in models if spec not in self.zoo]
             if missing:
                 raise StudyError(f"[analysis.methods].models: {missing} are not in the zoo; it has "
-                                 f"{[f'{s.pretraining}/{s.task}/{s.seed}' for s in self.zoo]}")
+                                 f"{[spec.id for spec in self.zoo]}")
 
         def compute():
             data = self.data

@@ -18,16 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import methods as method_registry
 from ..masking import DEFAULT_FRACTIONS, FILLS, MODES, MaskingConfig, MaskingError
 from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError
-from .results import STEP_ATTR, read_result, result_attrs, write_result
+from ._toml import StudyError, _built, _Table, check_params
+from .results import STEP_ATTR, _plain, read_result, result_attrs, write_result
 
 __all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings", "MaskingSettings",
            "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DEMO_ZOOS", "write_result", "read_result",
-           "result_attrs", "STEP_ATTR", "parse_model_id"]
+           "result_attrs", "STEP_ATTR"]
 
 ANALYSES = ("similarity", "regions", "methods", "rsa")
 """The analyses of a study, in the order they run; each writes ``<name>.nc``."""
@@ -35,146 +34,11 @@ DATASET_KINDS = ("demo", "synthetic", "manifest", "celeba", "folders")
 DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
 LABELS = ("identity", "gender")
 SCORES = ("output", "probability")
-_REQUIRED = object()
-
-
-class StudyError(ValueError):
-    """An invalid study file or study setting; the message names the file, the key and what was expected."""
-
-
-# ------------------------------------------------------------------------------------------------- reading tables
-def _kind_name(kind) -> str:
-    names = {int: "int", float: "float (a number)", str: "str", bool: "bool (true or false)", list: "array",
-             dict: "table"}
-    if isinstance(kind, tuple):
-        return " or ".join(_kind_name(each) for each in kind)
-    return names.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _conforms(value: Any, kind) -> bool:
-    if isinstance(kind, tuple):
-        return any(_conforms(value, each) for each in kind)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is dict:
-        return isinstance(value, Mapping)
-    return isinstance(value, kind)
-
-
-class _Table:
-    """One TOML table being read: typed look-ups that name the file, table and key, then a check for unknown keys."""
-
-    def __init__(self, data: Any, file: str, path: tuple[str, ...] = ()):
-        self.file, self.path = file, path
-        self.where = f"{file}: [{'.'.join(path)}]" if path else file
-        if not isinstance(data, Mapping):
-            raise StudyError(f"{self.where}: expected a table, got {type(data).__name__} {data!r}")
-        self.data, self.known = data, []
-
-    def key(self, key: str) -> str:
-        return f"{self.where}.{key}"
-
-    def get(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None, low: float | None = None):
-        self.known.append(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                raise StudyError(f"{self.where}: missing key {key!r} ({_kind_name(kind)})")
-            return default
-        value = self.data[key]
-        if not _conforms(value, kind):
-            raise StudyError(f"{self.key(key)}: expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
-        if choices is not None and value not in choices:
-            raise StudyError(f"{self.key(key)}: expected one of {list(choices)}, got {value!r}")
-        if low is not None and value < low:
-            raise StudyError(f"{self.key(key)}: expected {_kind_name(kind)} >= {low}, got {value!r}")
-        return float(value) if kind is float else value
-
-    def array(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None) -> tuple | Any:
-        if key not in self.data and default is not _REQUIRED:
-            self.known.append(key)
-            return default
-        value = self.get(key, list)
-        for index, item in enumerate(value):
-            if not _conforms(item, kind):
-                raise StudyError(f"{self.key(key)}[{index}]: expected {_kind_name(kind)}, got "
-                                 f"{type(item).__name__} {item!r}")
-            if choices is not None and item not in choices:
-                raise StudyError(f"{self.key(key)}[{index}]: expected one of {list(choices)}, got {item!r}")
-        return tuple(float(item) if kind is float else item for item in value)
-
-    def table(self, key: str, required: bool = False) -> "_Table":
-        """The sub-table ``key`` (empty if absent and not ``required``)."""
-        self.known.append(key)
-        if key not in self.data and required:
-            raise StudyError(f"{self.where}: missing table [{'.'.join(self.path + (key,))}]")
-        return _Table(self.data.get(key, {}), self.file, self.path + (key,))
-
-    def finish(self) -> None:
-        """Raise for keys that were not read."""
-        unknown = sorted(set(self.data) - set(self.known), key=str)
-        if unknown:
-            raise StudyError(f"{self.where}: unknown key(s) {unknown}; expected keys are {self.known}")
-
-
-def _kind_of_default(default: Any):
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, (int, float)):
-        return float if isinstance(default, float) else int
-    if isinstance(default, str):
-        return str
-    if isinstance(default, (tuple, list)):
-        return list
-    if isinstance(default, Mapping):
-        return dict
-    return None
-
-
-def check_params(function: Callable, params: Mapping, where: str, reserved: tuple[str, ...] = ()) -> dict:
-    """Check keyword arguments for ``function`` from a TOML table: known names, and the type of each default."""
-    signature = inspect.signature(function)
-    accepted = {name: parameter for name, parameter in signature.parameters.items()
-                if parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
-                and name not in reserved and parameter.default is not parameter.empty}
-    checked = {}
-    for key, value in params.items():
-        if key not in accepted:
-            raise StudyError(f"{where}: unknown key {key!r}; expected keys are {sorted(accepted)}")
-        kind = _kind_of_default(accepted[key].default)
-        if kind is not None and not _conforms(value, kind):
-            raise StudyError(f"{where}.{key}: expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
-        checked[key] = tuple(value) if isinstance(value, list) else float(value) if kind is float else value
-    return checked
 
 
 def _method_init(name: str) -> Callable:
     """The constructor of the registered method ``name``, whose keyword arguments are its parameters."""
     return type(method_registry.get(name)).__init__
-
-
-def _built(table: _Table, factory: Callable, *arguments, **options):
-    """``factory(...)``, with the file's name put before the message of a :class:`StudyError` it raises."""
-    try:
-        return factory(*arguments, **options)
-    except StudyError as error:
-        raise StudyError(f"{table.file}: {error}") from None
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able plain data: tuples as lists, paths as strings, dataclasses as dicts."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------ settings
@@ -487,8 +351,8 @@ class AnalysisSettings:
         table.array("methods", str, (), choices=tuple(method_registry.names()))
         for index, model in enumerate(table.array("models", str, ())):
             try:
-                parse_model_id(model)
-            except (StudyError, ZooError) as error:
+                ModelSpec.from_id(model)
+            except ZooError as error:
                 raise StudyError(f"{table.key('models')}[{index}]: {error}") from None
         parameters = table.table("method_params")
         for name in parameters.data:
@@ -514,14 +378,6 @@ class AnalysisSettings:
         accepted = inspect.signature(function).parameters
         return {key: tuple(value) if isinstance(value, list) else value
                 for key, value in getattr(self, name).items() if key in accepted}
-
-
-def parse_model_id(text: str) -> ModelSpec:
-    """``"faces/gender/0"`` -> ``ModelSpec("faces", "gender", 0)`` (the model ids of :mod:`lrp_faces.analysis`)."""
-    parts = text.split("/") if isinstance(text, str) else []
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise StudyError(f"a model id looks like \"faces/gender/0\" (pretraining/task/seed), got {text!r}")
-    return ModelSpec(parts[0], parts[1], int(parts[2]))
 
 
 @dataclass(frozen=True)

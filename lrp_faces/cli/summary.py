@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..analysis import METHOD_DIM
+from ..masking import MODEL_DIMS
+from ..plots._common import RELATION_LABELS
 from .study import read_result
 
-RELATION_NAMES = {"same_model": "same model", "same_cell_different_seed": "same cell, other seed",
-                  "different_task": "other task", "different_pretraining": "other pretraining",
-                  "both_different": "other task and pretraining"}
 GROUND_TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy")
-METHOD_DIM = "attribution_method"  # the methods' dim of analysis.method_comparison
 
 
 def _number(value: float) -> str:
@@ -37,7 +36,7 @@ def generalization_lines(result: xr.Dataset) -> list[str]:
         high = result["summary_generalization_index_ci_high"].sel(where).item() \
             if "summary_generalization_index_ci_high" in result else math.nan
         pairs = int(result["summary_pairs"].sel(where).item()) if "summary_pairs" in result else None
-        label = RELATION_NAMES.get(str(relation), str(relation))
+        label = RELATION_LABELS.get(str(relation), str(relation))
         count = f"  ({pairs} pairs)" if pairs is not None else ""
         interval = f"[{_number(low)}, {_number(high)}]" if pairs else "(no such pairs)"
         lines.append(f"  {label:<28} {_number(value):>5}  {interval}{count if pairs else ''}")
@@ -47,12 +46,11 @@ def generalization_lines(result: xr.Dataset) -> list[str]:
 def self_masking_lines(result: xr.Dataset) -> list[str]:
     """One line on the models masked by their own maps (``masking_lerf.nc``: least relevant first): their mean
     accuracy at each fraction hidden and the mean AOPC of the output."""
-    model_dims = ("pretraining", "task", "seed")
-    if "correct" not in result or not all(dim in result.dims for dim in model_dims + ("fraction", "image")):
+    if "correct" not in result or not all(dim in result.dims for dim in MODEL_DIMS + ("fraction", "image")):
         return []
     order = str(result.attrs.get("order", "lerf"))
     which = {"lerf": "least relevant first (LeRF)", "morf": "most relevant first (MoRF)"}.get(order, order)
-    per_model = result["correct"].mean("image").stack(model=model_dims).transpose("fraction", "model")
+    per_model = result["correct"].mean("image").stack(model=MODEL_DIMS).transpose("fraction", "model")
     values = np.asarray(per_model.values, dtype=np.float64)
     if not np.isfinite(values).any():
         return []
@@ -67,8 +65,6 @@ def self_masking_lines(result: xr.Dataset) -> list[str]:
 
 def best_method_lines(result: xr.Dataset) -> list[str]:
     """The best method by ground-truth accuracy (else by AOPC), with its CI, and the runner-up."""
-    if "method" in result.dims and METHOD_DIM not in result.dims:  # a methods.nc written before the rename
-        result = result.rename({"method": METHOD_DIM})
     if "mean" not in result or METHOD_DIM not in result.dims:
         return []
     metrics = [str(value) for value in result["metric"].values]

@@ -9,8 +9,9 @@ from .road import NEIGHBOUR_WEIGHTS, RoadCache, road_cache, road_impute
 from .perturbation import MaskedBatch, gaussian_blur, hidden_masks, perturb, perturbed_batches
 from .curves import aopc, curves
 from .generalization import MODEL_DIMS, RELATIONS, generalization, relation
+from .own_maps import own_map_curves
 
-__all__ = ["perturb", "perturbed_batches", "hidden_masks", "curves", "aopc", "generalization", "relation", "RELATIONS",
-           "MODEL_DIMS", "MaskingConfig", "MaskingError", "MaskingTypeError", "MaskedBatch", "gaussian_blur",
-           "road_impute", "RoadCache", "road_cache", "seeded_generator", "hidden_counts", "ORDERS", "FILLS",
-           "MODES", "DEFAULT_FRACTIONS", "NEIGHBOUR_WEIGHTS"]
+__all__ = ["perturb", "perturbed_batches", "hidden_masks", "curves", "aopc", "own_map_curves", "generalization",
+           "relation", "RELATIONS", "MODEL_DIMS", "MaskingConfig", "MaskingError", "MaskingTypeError", "MaskedBatch",
+           "gaussian_blur", "road_impute", "RoadCache", "road_cache", "seeded_generator", "hidden_counts", "ORDERS",
+           "FILLS", "MODES", "DEFAULT_FRACTIONS", "NEIGHBOUR_WEIGHTS"]

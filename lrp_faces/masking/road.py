@@ -15,7 +15,8 @@ no per-column interpreter or library overhead, which is what makes it about ten 
 ``spsolve`` per image (``benchmarks/perf_masking.py``; SuperLU itself spends most of its time in per-column
 bookkeeping on systems this small). Iterative solvers lose on a CPU: the hidden blobs of MoRF masks are tens of
 pixels wide, so conjugate gradients need hundreds of stencil passes for 1e-8, and a pass over a batch costs about
-as much as a direct solve. Without numba, SuperLU factorises each mask instead.
+as much as a direct solve. Without numba, SuperLU factorises each mask instead: numba can lag new Python releases,
+and the fallback keeps lrp-faces importable and correct (only slower) where numba is missing or fails to import.
 
 The factorisation depends only on the mask; :data:`road_cache` keeps recent ones of masks that recur (the same map
 and fraction evaluated again), which then cost only the two triangular solves. A mask that hides every pixel leaves
@@ -28,6 +29,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .config import MaskingError
 from ._road_cholesky import _backward_kernel, _factorise, _Factorisation, _forward_kernel, _plan, _workspace
 
 try:
@@ -128,11 +130,12 @@ def road_impute(images: np.ndarray, hidden: np.ndarray, cache: RoadCache | None 
     """
     images = np.asarray(images)
     if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W), got {images.shape}")
+        raise MaskingError(f"images must have shape (B, C, H, W) (a batch of images), got {images.shape}")
     count, channels, height, width = images.shape
     hidden = np.ascontiguousarray(hidden, dtype=bool)
     if hidden.shape != (count, height, width):
-        raise ValueError(f"hidden must have shape {(count, height, width)} (one mask per image), got {hidden.shape}")
+        raise MaskingError(f"hidden must have shape {(count, height, width)} (one (H, W) mask per image), got "
+                           f"{hidden.shape}")
     if numba is None:
         return _superlu_impute(images, hidden, cache)
     result = np.array(images, dtype=np.float64).reshape(count, channels, height * width)

@@ -11,7 +11,12 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-MODEL_DIMS = ("pretraining", "task", "seed")
+from ..masking import MODEL_DIMS
+
+SOURCE_DIMS = tuple(f"source_{dim}" for dim in MODEL_DIMS)
+TARGET_DIMS = tuple(f"target_{dim}" for dim in MODEL_DIMS)
+#: Short names of the relations of two models (:data:`lrp_faces.masking.RELATIONS`), for figures, the report and the
+#: command-line summaries.
 RELATION_LABELS = {"same_model": "same model", "same_cell_different_seed": "other seed",
                    "different_task": "other task", "different_pretraining": "other pretraining",
                    "both_different": "other task and pretraining"}
@@ -104,6 +109,60 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+def seed_summary(values: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None,
+                 confidence: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (along ``axis``) with its confidence interval, as the figures, tables and readings show it.
+
+    With two or more finite seeds: the NaN-aware mean and a Student-t interval over seeds (:func:`mean_interval`, at
+    ``confidence``, e.g. :func:`confidence_of` the result). With one finite seed: its value and its own interval
+    ``low``/``high`` (e.g. a bootstrap CI over images), NaN where that is NaN or not given (``n_bootstrap=0``): a
+    missing interval stays missing. Without finite seeds: NaN throughout.
+
+    Returns
+    -------
+    (mean, lower, upper)
+        Arrays over the other axes (0-d for 1-d ``values``; ``float()`` them for scalars).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mean, lower, upper = (np.asarray(part, dtype=np.float64) for part in mean_interval(values, axis, confidence))
+    finite = np.isfinite(values)
+    single = finite.sum(axis) == 1
+    if single.any():
+        index = np.expand_dims(np.argmax(finite, axis), axis)  # the one finite seed
+
+        def own(bound: np.ndarray | None) -> np.ndarray:
+            if bound is None:
+                return np.full(mean.shape, np.nan)
+            bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), values.shape)
+            return np.take_along_axis(bound, index, axis).squeeze(axis)
+
+        lower, upper = np.where(single, own(low), lower), np.where(single, own(high), upper)
+    return mean, lower, upper
+
+
+def strings(values: Any) -> np.ndarray:
+    """The values of a coordinate as a flat array of ``str`` (bytes decoded, as netCDF may return them)."""
+    return np.array([value.decode() if isinstance(value, bytes) else str(value) for value in np.ravel(values)])
+
+
+def pair_matrix(result: xr.Dataset, name: str) -> np.ndarray:
+    """(S, S) values of a source x target variable of a generalisation result, sources as rows, in grid order."""
+    variable = result[name].transpose(*SOURCE_DIMS, *TARGET_DIMS)
+    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
+    return np.asarray(variable.values, dtype=np.float64).reshape(count, count)
+
+
+def own_and_random(result: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, F, N) curves of a generalisation result: every model on its own maps (the diagonal), and with the random
+    order."""
+    pairs = result[variable].transpose(*SOURCE_DIMS, *TARGET_DIMS, "fraction", "image")
+    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
+    square = np.asarray(pairs.values, dtype=np.float64).reshape((count, count) + pairs.shape[-2:])
+    own = square[np.arange(count), np.arange(count)]
+    random = result[f"random_{variable}"].transpose(*TARGET_DIMS, "fraction", "image")
+    return own, np.asarray(random.values, dtype=np.float64).reshape((count,) + random.shape[-2:])
 
 
 def error_bars(mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -8,33 +8,14 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, PlotError, confidence_of, error_bars, mean_interval,
-                      new_figure, palette, pretty, relation_points, require_dataset, style)
+from ..analysis import METHOD_DIM
+from ._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, PlotError, confidence_of, error_bars, new_figure, palette,
+                      pretty, relation_points, require_dataset, seed_summary, strings, style)
 
 __all__ = ["similarity_by_relation", "region_relevance", "method_comparison", "rsa_bars"]
 
-METHOD_DIM = "attribution_method"
-"""The dim of :func:`lrp_faces.analysis.method_comparison`'s result that names the methods."""
 SIMILARITY_LABELS = {"spearman": "Spearman correlation", "pearson": "Pearson correlation",
                      "topk_iou": "top-k IoU", "cosine": "cosine similarity"}
-
-
-def _strings(values) -> np.ndarray:
-    return np.array([value.decode() if isinstance(value, bytes) else str(value) for value in np.ravel(values)])
-
-
-def _seed_summary(values: np.ndarray, low: np.ndarray | None, high: np.ndarray | None,
-                  confidence: float) -> tuple[float, float, float]:
-    """Mean over seeds with a t-interval over seeds; with one finite seed, that model's own interval."""
-    finite = np.isfinite(values)
-    if finite.sum() >= 2:
-        mean, lower, upper = mean_interval(values, 0, confidence)
-        return float(mean), float(lower), float(upper)
-    if finite.sum() == 1:
-        index = int(np.flatnonzero(finite)[0])
-        return (float(values[index]), float(low[index]) if low is not None else np.nan,
-                float(high[index]) if high is not None else np.nan)
-    return np.nan, np.nan, np.nan
 
 
 def similarity_by_relation(result: xr.Dataset, include_same_model: bool = False) -> Figure:
@@ -54,14 +35,14 @@ def similarity_by_relation(result: xr.Dataset, include_same_model: bool = False)
     """
     names = ["relation_mean", "relation_ci_low", "relation_ci_high"]
     require_dataset(result, "result", names, ("relation",), "lrp_faces.analysis.similarity")
-    relations = [str(value) for value in _strings(result["relation"].values)
+    relations = [str(value) for value in strings(result["relation"].values)
                  if include_same_model or str(value) != "same_model"]
     summary = result.sel(relation=relations)
     mean, low, high = (np.asarray(summary[name].values, dtype=np.float64) for name in names)
     pair_values: dict[str, np.ndarray] = {}
     if {"mean", "pair_relation"} <= set(result.variables) and {"model_a", "model_b"} <= set(result.dims):
         values = np.asarray(result["mean"].transpose("model_a", "model_b").values, dtype=np.float64)
-        kinds = _strings(result["pair_relation"].transpose("model_a", "model_b").values).reshape(values.shape)
+        kinds = strings(result["pair_relation"].transpose("model_a", "model_b").values).reshape(values.shape)
         upper = np.triu(np.ones(values.shape, dtype=bool), k=1) if values.shape[0] == values.shape[1] \
             else np.ones(values.shape, dtype=bool)
         pair_values = {relation: values[upper & (kinds == relation)] for relation in relations}
@@ -106,7 +87,7 @@ def region_relevance(result: xr.Dataset, variable: str = "share",
               if f"{variable}_ci_{side}" in result else None for side in ("low", "high")]
     pretrainings = [str(value) for value in result["pretraining"].values]
     tasks = [str(value) for value in result["task"].values]
-    regions = [str(value) for value in _strings(result["region"].values)]
+    regions = [str(value) for value in strings(result["region"].values)]
     if not regions:
         raise PlotError("result has no regions")
     values = np.asarray(data.values, dtype=np.float64)
@@ -120,10 +101,9 @@ def region_relevance(result: xr.Dataset, variable: str = "share",
         for ax, (task_index, task) in zip(axes, enumerate(tasks)):
             for position, pretraining in enumerate(pretrainings):
                 offsets = np.arange(len(regions)) + (position - (len(pretrainings) - 1) / 2) * width
-                summary = np.array([_seed_summary(values[position, task_index, :, region],
-                                                  *(bound[position, task_index, :, region] if bound is not None
-                                                    else None for bound in bounds), confidence)
-                                    for region in range(len(regions))])
+                summary = np.stack(seed_summary(values[position, task_index],
+                                                *(bound[position, task_index] if bound is not None else None
+                                                  for bound in bounds), confidence), axis=1)  # (region, 3)
                 ax.bar(offsets, np.nan_to_num(summary[:, 0]), width * 0.92, color=colours[position],
                        label=pretraining, yerr=error_bars(*summary.T), capsize=2, error_kw={"linewidth": 1})
                 seeds = values[position, task_index]
@@ -164,12 +144,12 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
     """
     require_dataset(result, "result", ["mean", "ci_low", "ci_high"], (METHOD_DIM, "metric"),
                     "lrp_faces.analysis.method_comparison")
-    available = [str(value) for value in _strings(result["metric"].values)]
+    available = [str(value) for value in strings(result["metric"].values)]
     metrics = available if metrics is None else [str(metric) for metric in metrics]
     unknown = [metric for metric in metrics if metric not in available]
     if unknown or not metrics:
         raise PlotError(f"metrics {unknown or metrics} are not in the result; it has {available}")
-    methods = [str(value) for value in _strings(result[METHOD_DIM].values)]
+    methods = [str(value) for value in strings(result[METHOD_DIM].values)]
     colours = palette(len(methods))
     columns = min(len(metrics), 2) if len(metrics) == 4 else min(len(metrics), 3)
     rows = int(np.ceil(len(metrics) / columns))
@@ -277,7 +257,7 @@ def rsa_bars(result: xr.Dataset) -> Figure:
             for key, name in (("value", statistic), ("low", low_name), ("high", high_name))}
     pretrainings = [str(value) for value in result["pretraining"].values]
     tasks = [str(value) for value in result["task"].values]
-    kinds = [str(value) for value in _strings(result["kind"].values)]
+    kinds = [str(value) for value in strings(result["kind"].values)]
     cells = [(p, t) for p in range(len(pretrainings)) for t in range(len(tasks))]
     confidence = confidence_of(result)
     colours = palette(len(kinds))
@@ -292,7 +272,7 @@ def rsa_bars(result: xr.Dataset) -> Figure:
         ax.axhline(0.0, color="black", linewidth=0.8)
         for kind_index, kind in enumerate(kinds):
             offsets = np.arange(len(cells)) + (kind_index - (len(kinds) - 1) / 2) * width
-            summary = np.array([_seed_summary(*(data[key][p, t, :, kind_index] for key in data), confidence)
+            summary = np.array([seed_summary(*(data[key][p, t, :, kind_index] for key in data), confidence)
                                 for p, t in cells])
             ax.bar(offsets, np.nan_to_num(summary[:, 0]), width * 0.92, color=colours[kind_index],
                    label=pretty(kind, KIND_LABELS), yerr=error_bars(*summary.T), capsize=3, zorder=2)

@@ -10,6 +10,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..zoo import ModelSpec, ZooError
 from ._common import (MODEL_DIMS, PlotError, PlotTypeError, computed_models, model_label, new_figure, style)
 
 MAP_DIMS = ("image", "y", "x")
@@ -28,18 +29,20 @@ def _relevance(cube: Any) -> xr.DataArray:
 
 
 def _parse_model(model: Any) -> tuple[str, str, int]:
-    """A ModelSpec, a (pretraining, task, seed) tuple, ``"faces/gender/0"`` or ``"faces-gender-seed0"``."""
+    """A ModelSpec, a (pretraining, task, seed) tuple, an id ``"faces/gender/0"`` (:meth:`ModelSpec.from_id
+    <lrp_faces.zoo.ModelSpec.from_id>`) or a name ``"faces-gender-seed0"`` (:meth:`ModelSpec.parse
+    <lrp_faces.zoo.ModelSpec.parse>`)."""
     if all(hasattr(model, name) for name in MODEL_DIMS):
         return str(model.pretraining), str(model.task), int(model.seed)
     if isinstance(model, (tuple, list)) and len(model) == 3:
         return str(model[0]), str(model[1]), int(model[2])
     if isinstance(model, str):
-        parts = model.split("/")
-        if len(parts) == 3 and parts[2].isdigit():
-            return parts[0], parts[1], int(parts[2])
-        parts = model.rsplit("-", 2)
-        if len(parts) == 3 and parts[2].startswith("seed") and parts[2][4:].isdigit():
-            return parts[0], parts[1], int(parts[2][4:])
+        for parse in (ModelSpec.from_id, ModelSpec.parse):
+            try:
+                spec = parse(model)
+            except ZooError:
+                continue
+            return spec.pretraining, spec.task, spec.seed
     raise PlotError(f"models must hold ModelSpecs, (pretraining, task, seed) tuples or ids like 'faces/gender/0'; "
                     f"got {model!r}")
 

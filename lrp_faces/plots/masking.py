@@ -11,14 +11,12 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ._common import (MODEL_DIMS, ORDER_LABELS, PlotError, PlotTypeError, confidence_of,
-                      group_ticks, mean_interval, model_grid, new_figure, palette, pretty, relation_points,
-                      require_dataset, style)
+from ._common import (MODEL_DIMS, ORDER_LABELS, SOURCE_DIMS, TARGET_DIMS, PlotError, PlotTypeError, confidence_of,
+                      group_ticks, mean_interval, model_grid, new_figure, own_and_random, pair_matrix, palette, pretty,
+                      relation_points, require_dataset, style)
 
 __all__ = ["masking_curves", "generalization_heatmap", "asymmetry_heatmap", "generalization_by_relation"]
 
-SOURCE_DIMS = tuple(f"source_{dim}" for dim in MODEL_DIMS)
-TARGET_DIMS = tuple(f"target_{dim}" for dim in MODEL_DIMS)
 CURVE_METRICS = {"accuracy": "correct", "output": "output", "probability": "probability"}
 _COLOURS = sns.color_palette("colorblind", 10)
 ORDER_STYLE = {"morf": {"color": _COLOURS[1], "linestyle": "-"}, "lerf": {"color": _COLOURS[0], "linestyle": "--"},
@@ -32,23 +30,6 @@ def _order_rank(order: str) -> int:
 
 def _is_generalization(result: Any) -> bool:
     return isinstance(result, xr.Dataset) and all(dim in result.dims for dim in SOURCE_DIMS + TARGET_DIMS)
-
-
-def _pair_matrix(result: xr.Dataset, name: str) -> np.ndarray:
-    """(S, S) values of a source x target variable, sources as rows, in grid order."""
-    variable = result[name].transpose(*SOURCE_DIMS, *TARGET_DIMS)
-    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
-    return np.asarray(variable.values, dtype=np.float64).reshape(count, count)
-
-
-def _own_and_random(result: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray]:
-    """(S, F, N) curves of every model on its own maps (the diagonal) and with the random order."""
-    pairs = result[variable].transpose(*SOURCE_DIMS, *TARGET_DIMS, "fraction", "image")
-    count = int(np.prod([result.sizes[dim] for dim in SOURCE_DIMS]))
-    square = np.asarray(pairs.values, dtype=np.float64).reshape((count, count) + pairs.shape[-2:])
-    own = square[np.arange(count), np.arange(count)]
-    random = result[f"random_{variable}"].transpose(*TARGET_DIMS, "fraction", "image")
-    return own, np.asarray(random.values, dtype=np.float64).reshape((count,) + random.shape[-2:])
 
 
 def _curves_from_generalization(results: Mapping[str, xr.Dataset], metrics: Sequence[str]) -> tuple[dict, str]:
@@ -71,12 +52,12 @@ def _curves_from_generalization(results: Mapping[str, xr.Dataset], metrics: Sequ
         fractions = np.asarray(result["fraction"].values, dtype=np.float64)
         sources = [(key, 0), ("random", 1)] if position == 0 else [(key, 0)]
         for metric in metrics:
-            own_and_random = _own_and_random(result, CURVE_METRICS[metric])
+            curves_pair = own_and_random(result, CURVE_METRICS[metric])
             for index, (pretraining, task, _) in enumerate(models):
                 cell = panels.setdefault((pretraining, task), {})
                 for name, part in sources:
                     curves = cell.setdefault(name, {}).setdefault(metric, (fractions, []))[1]
-                    curves.append(own_and_random[part][index])
+                    curves.append(curves_pair[part][index])
     return panels, "seeds"
 
 
@@ -280,7 +261,7 @@ def generalization_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
     """
     require_dataset(result, "result", ["generalization_index"], SOURCE_DIMS + TARGET_DIMS,
                     "lrp_faces.masking.generalization")
-    values = _pair_matrix(result, "generalization_index")
+    values = pair_matrix(result, "generalization_index")
     finite = np.abs(values[np.isfinite(values)])
     limit = max(1.1, float(finite.max()) * 1.02 if finite.size else 1.1)
     annotations = np.vectorize(lambda value: f"{value:.2f}" if np.isfinite(value) else "")(values) \
@@ -319,8 +300,8 @@ def asymmetry_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
     """
     require_dataset(result, "result", ["asymmetry", "asymmetry_p_value"], SOURCE_DIMS + TARGET_DIMS,
                     "lrp_faces.masking.generalization")
-    values = _pair_matrix(result, "asymmetry")
-    p_values = _pair_matrix(result, "asymmetry_p_value")
+    values = pair_matrix(result, "asymmetry")
+    p_values = pair_matrix(result, "asymmetry_p_value")
     finite = np.abs(values[np.isfinite(values)])
     limit = max(0.05, float(finite.max()) if finite.size else 0.05)
     mask = np.eye(len(values), dtype=bool)
@@ -360,7 +341,7 @@ def generalization_by_relation(result: xr.Dataset, include_same_model: bool = Fa
     pair_values: dict[str, np.ndarray] = {}
     if "pair_relation" in result and "generalization_index" in result:
         flat_relations = _pair_matrix_strings(result["pair_relation"]).reshape(-1)
-        flat_values = _pair_matrix(result, "generalization_index").reshape(-1)
+        flat_values = pair_matrix(result, "generalization_index").reshape(-1)
         pair_values = {relation: flat_values[flat_relations == relation] for relation in relations}
     pairs = ({relation: int(count) for relation, count in zip(relations, summary["summary_pairs"].values)}
              if "summary_pairs" in summary else {relation: len(pair_values.get(relation, []))

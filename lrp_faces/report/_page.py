@@ -121,8 +121,6 @@ def _open_result(path: Path, key: str) -> tuple[xr.Dataset | None, str | None]:
             return cube.open(file), None
         with xr.open_dataset(file, engine="netcdf4") as dataset:
             result = dataset.load()
-        if key == "methods" and "method" in result.dims and "attribution_method" not in result.dims:
-            result = result.rename({"method": "attribution_method"})  # written before the dim was renamed
         return result, None
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         return None, f"Skipped: {RESULT_FILES[key]} could not be read ({type(error).__name__}: {error})."

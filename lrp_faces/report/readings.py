@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, format_interval,
-                             mean_interval, model_grid, pretty)
-from ..plots.analysis import METHOD_DIM, SIMILARITY_LABELS, _strings, has_raters, rsa_statistic
-from ..plots.masking import _own_and_random, _pair_matrix
+from ..analysis import METHOD_DIM
+from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, confidence_of,
+                             format_interval, model_grid, own_and_random, pair_matrix, pretty,
+                             seed_summary, strings)
+from ..plots.analysis import SIMILARITY_LABELS, has_raters, rsa_statistic
 
 __all__ = ["grid_reading", "curves_reading", "generalization_reading", "relation_reading", "asymmetry_reading",
            "similarity_reading", "regions_reading", "methods_reading", "rsa_reading"]
@@ -28,7 +29,7 @@ def _name(model: tuple) -> str:
 def _relation_summary(result: xr.Dataset, prefix: str, pairs_name: str) -> list[tuple[str, float, float, float]]:
     """(relation, mean, low, high) of every relation with pairs, other than same_model."""
     rows = []
-    for index, relation in enumerate(_strings(result["relation"].values)):
+    for index, relation in enumerate(strings(result["relation"].values)):
         pairs = int(result[pairs_name].values[index]) if pairs_name in result else 1
         values = [float(result[f"{prefix}{suffix}"].values[index]) for suffix in ("", "_ci_low", "_ci_high")]
         if relation != "same_model" and pairs > 0 and np.isfinite(values[0]):
@@ -70,7 +71,7 @@ def curves_reading(result: xr.Dataset, lerf: xr.Dataset | None = None) -> str:
     fractions = np.asarray(result["fraction"].values, dtype=np.float64)
     positive = np.flatnonzero(fractions >= 0.1 - 1e-9)
     step = int(positive[0]) if positive.size else len(fractions) - 1
-    own, random = _own_and_random(result, "correct")
+    own, random = own_and_random(result, "correct")
     unmasked = float(np.mean(result["unmasked_accuracy"].values)) if "unmasked_accuracy" in result else np.nan
     which = "most" if order == "morf" else "least"
     versus = f"{np.nanmean(random[:, step]):.0%} for a random {fractions[step]:.0%}"
@@ -79,14 +80,15 @@ def curves_reading(result: xr.Dataset, lerf: xr.Dataset | None = None) -> str:
         if at.size:
             least = float(np.nanmean(lerf["correct"].isel(fraction=int(at[0])).values))
             versus = f"{least:.0%} when the {fractions[step]:.0%} least relevant are hidden (LeRF) and {versus}"
-    first = (f"Hiding the {fractions[step]:.0%} {which} relevant pixels ({ORDER_NAMES.get(order, order)}) changes accuracy from "
+    order_name = ORDER_NAMES.get(order, order)
+    first = (f"Hiding the {fractions[step]:.0%} {which} relevant pixels ({order_name}) changes accuracy from "
              f"{unmasked:.0%} to {np.nanmean(own[:, step]):.0%} on average over the {own.shape[0]} models, against "
              f"{versus}.")
     if "aopc" not in result or "random_aopc" not in result:
         return first
     score = "the explained output" if result.attrs.get("score", "output") == "output" else \
         "the probability of the true class"
-    own_aopc = np.nanmean(np.diag(_pair_matrix(result, "aopc")))
+    own_aopc = np.nanmean(np.diag(pair_matrix(result, "aopc")))
     random_aopc = np.nanmean(result["random_aopc"].values)
     return (f"{first} Averaged over all fractions, {score} drops by {own_aopc:.2f} with the models' own maps (AOPC) "
             f"and by {random_aopc:.2f} with a random order.")
@@ -102,7 +104,7 @@ def generalization_reading(result: xr.Dataset) -> str:
              for index, (relation, mean, low, high) in enumerate(rows)]
     first = (f"Relative to a model's own map, masking {_join(parts)} (generalisation index G, "
              f"{_confidence(result)} CI).")
-    values = _pair_matrix(result, "generalization_index")
+    values = pair_matrix(result, "generalization_index")
     off = values[~np.eye(len(values), dtype=bool)]
     off = off[np.isfinite(off)]
     return (f"{first} G exceeds 1 (another map masks better than the target's own) for {int((off > 1).sum())} and "
@@ -121,7 +123,7 @@ def relation_reading(result: xr.Dataset) -> str:
     first = (f"Of the relations of source to target, G is highest for {pretty(best[0], RELATION_LABELS)}, "
              f"{format_interval(*best[1:])}, and lowest for {pretty(worst[0], RELATION_LABELS)}, "
              f"{format_interval(*worst[1:])}.")
-    values = _pair_matrix(result, "generalization_index")
+    values = pair_matrix(result, "generalization_index")
     models = model_grid(result, "source_")
     off = ~np.eye(len(values), dtype=bool) & np.isfinite(values)
     if not off.any():
@@ -133,7 +135,7 @@ def relation_reading(result: xr.Dataset) -> str:
 
 
 def asymmetry_reading(result: xr.Dataset) -> str:
-    values, p_values = _pair_matrix(result, "asymmetry"), _pair_matrix(result, "asymmetry_p_value")
+    values, p_values = pair_matrix(result, "asymmetry"), pair_matrix(result, "asymmetry_p_value")
     models = model_grid(result, "source_")
     upper = np.triu(np.ones(values.shape, dtype=bool), k=1) & np.isfinite(values)
     if not upper.any():
@@ -164,7 +166,7 @@ def similarity_reading(result: xr.Dataset) -> str:
     if "mean" not in result or "model_a" not in result.dims:
         return first
     values = np.asarray(result["mean"].transpose("model_a", "model_b").values, dtype=np.float64)
-    names_a, names_b = _strings(result["model_a"].values), _strings(result["model_b"].values)
+    names_a, names_b = strings(result["model_a"].values), strings(result["model_b"].values)
     off = np.array([[a != b for b in names_b] for a in names_a]) & np.isfinite(values)
     if not off.any():
         return first
@@ -176,7 +178,7 @@ def similarity_reading(result: xr.Dataset) -> str:
 
 def _relation_rows(result: xr.Dataset) -> list[tuple[str, float, float, float]]:
     rows = []
-    for index, relation in enumerate(_strings(result["relation"].values)):
+    for index, relation in enumerate(strings(result["relation"].values)):
         pairs = int(result["relation_pairs"].values[index]) if "relation_pairs" in result else 1
         mean, low, high = (float(result[name].values[index]) for name in
                            ("relation_mean", "relation_ci_low", "relation_ci_high"))
@@ -188,8 +190,8 @@ def _relation_rows(result: xr.Dataset) -> list[tuple[str, float, float, float]]:
 def regions_reading(result: xr.Dataset) -> str:
     share = result["share"].transpose(*MODEL_DIMS, "region")
     values = np.asarray(share.values, dtype=np.float64)
-    regions, tasks = _strings(result["region"].values), _strings(result["task"].values)
-    pretrainings = _strings(result["pretraining"].values)
+    regions, tasks = strings(result["region"].values), strings(result["task"].values)
+    pretrainings = strings(result["pretraining"].values)
     parts = []
     with np.errstate(invalid="ignore"):
         for task_index, task in enumerate(tasks):
@@ -215,7 +217,7 @@ def regions_reading(result: xr.Dataset) -> str:
 
 
 def methods_reading(result: xr.Dataset) -> str:
-    methods, metrics = _strings(result[METHOD_DIM].values), _strings(result["metric"].values)
+    methods, metrics = strings(result[METHOD_DIM].values), strings(result["metric"].values)
     mean = np.asarray(result["mean"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
     low = np.asarray(result["ci_low"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
     high = np.asarray(result["ci_high"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
@@ -242,17 +244,14 @@ def methods_reading(result: xr.Dataset) -> str:
 
 def rsa_cells(result: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The statistic :func:`lrp_faces.plots.rsa_bars` draws, over seeds: (values (P, T, S, K), mean, lower, upper
-    (P, T, K)), with a t-interval over seeds, or with one seed that model's bootstrap CI."""
+    (P, T, K)), with a t-interval over seeds at the result's confidence, or with one seed that model's bootstrap CI
+    (NaN without one), as ``plots._common.seed_summary``."""
     statistic, low_name, high_name, _ = rsa_statistic(result)
     shape = tuple(result.sizes[dim] for dim in MODEL_DIMS + ("kind",))
     values, low, high = (np.asarray(result[name].transpose(*MODEL_DIMS, "kind").values, dtype=np.float64)
                          if name is not None else np.full(shape, np.nan)
                          for name in (statistic, low_name, high_name))
-    with np.errstate(invalid="ignore"):
-        mean, lower, upper = mean_interval(values, 2)  # over seeds: (pretraining, task, kind)
-    single = np.isfinite(values).sum(2) == 1  # one seed: that model's own interval
-    lower = np.where(single, np.nansum(np.where(np.isfinite(values), low, 0.0), 2), lower)
-    upper = np.where(single, np.nansum(np.where(np.isfinite(values), high, 0.0), 2), upper)
+    mean, lower, upper = seed_summary(values, low, high, confidence_of(result), axis=2)  # (pretraining, task, kind)
     return values, mean, lower, upper
 
 
@@ -270,7 +269,7 @@ def noise_ceiling(result: xr.Dataset) -> tuple[float, float]:
 def rsa_reading(result: xr.Dataset) -> str:
     values, mean, lower, upper = rsa_cells(result)
     per_rater = rsa_statistic(result)[3]
-    pretrainings, tasks, kinds = (_strings(result[dim].values) for dim in ("pretraining", "task", "kind"))
+    pretrainings, tasks, kinds = (strings(result[dim].values) for dim in ("pretraining", "task", "kind"))
     if not np.isfinite(mean).any():
         return "No model RDM has a correlation with the human RDM. Nothing to compare."
     best = np.unravel_index(np.nanargmax(mean), mean.shape)

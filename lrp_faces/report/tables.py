@@ -8,9 +8,11 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models,
-                             format_interval, mean_interval, pretty)
-from ..plots.analysis import METHOD_DIM, SIMILARITY_LABELS, _strings, rsa_statistic, rsa_statistic_label
+from ..analysis import METHOD_DIM
+from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, confidence_of,
+                             format_interval, pretty, seed_summary, strings)
+from ..plots.analysis import SIMILARITY_LABELS, rsa_statistic, rsa_statistic_label
+from ..zoo import ModelSpec, ZooError
 
 __all__ = ["table", "settings_html", "study_tables", "model_accuracy", "relation_table", "similarity_table",
            "ground_truth_table", "methods_table", "rsa_table"]
@@ -47,7 +49,10 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 def _model_id(entry: dict) -> str | None:
     spec = entry.get("spec", entry)
     if isinstance(spec, dict) and all(key in spec for key in MODEL_DIMS):
-        return f"{spec['pretraining']}/{spec['task']}/{spec['seed']}"
+        try:
+            return ModelSpec(spec["pretraining"], spec["task"], spec["seed"]).id
+        except ZooError:
+            return "/".join(str(spec[key]) for key in MODEL_DIMS)
     if isinstance(spec, str):
         return spec
     return None
@@ -146,7 +151,7 @@ def model_accuracy(cube: xr.Dataset) -> dict[str, str]:
 
 def relation_table(result: xr.Dataset) -> str:
     rows = []
-    for index, relation in enumerate(_strings(result["relation"].values)):
+    for index, relation in enumerate(strings(result["relation"].values)):
         def value(name: str) -> float:
             return float(result[name].values[index]) if name in result else np.nan
         rows.append([pretty(relation, RELATION_LABELS), int(value("summary_pairs")) if "summary_pairs" in result
@@ -165,7 +170,7 @@ def _number(value: float, digits: int = 2) -> str:
 
 def similarity_table(result: xr.Dataset) -> str:
     rows = []
-    for index, relation in enumerate(_strings(result["relation"].values)):
+    for index, relation in enumerate(strings(result["relation"].values)):
         rows.append([pretty(relation, RELATION_LABELS),
                      int(result["relation_pairs"].values[index]) if "relation_pairs" in result else "",
                      format_interval(*(float(result[name].values[index]) for name in
@@ -177,15 +182,9 @@ def similarity_table(result: xr.Dataset) -> str:
                  numeric_from=1)
 
 
-def _over_seeds(values: np.ndarray, low: np.ndarray | None, high: np.ndarray | None) -> str:
-    finite = np.isfinite(values)
-    if finite.sum() >= 2:
-        return format_interval(*(float(part) for part in mean_interval(values, 0)))
-    if finite.sum() == 1:
-        index = int(np.flatnonzero(finite)[0])
-        return format_interval(float(values[index]), float(low[index]) if low is not None else np.nan,
-                               float(high[index]) if high is not None else np.nan)
-    return "n/a"
+def _over_seeds(values: np.ndarray, low: np.ndarray | None, high: np.ndarray | None, confidence: float) -> str:
+    """Mean over seeds with its CI (``plots._common.seed_summary``), formatted; "n/a" without one."""
+    return format_interval(*(float(part) for part in seed_summary(values, low, high, confidence)))
 
 
 def ground_truth_table(result: xr.Dataset) -> str:
@@ -194,8 +193,8 @@ def ground_truth_table(result: xr.Dataset) -> str:
     if not metrics:
         return ""
     rows = []
-    for pretraining in _strings(result["pretraining"].values):
-        for task in _strings(result["task"].values):
+    for pretraining in strings(result["pretraining"].values):
+        for task in strings(result["task"].values):
             row: list[Any] = [pretraining, task]
             for name in metrics:
                 where = {"pretraining": pretraining, "task": task}
@@ -203,14 +202,14 @@ def ground_truth_table(result: xr.Dataset) -> str:
                 values = np.atleast_1d(np.asarray(result[f"{name}_mean"].sel(pick).values, dtype=np.float64))
                 bounds = [np.atleast_1d(np.asarray(result[f"{name}_ci_{side}"].sel(pick).values, dtype=np.float64))
                           if f"{name}_ci_{side}" in result else None for side in ("low", "high")]
-                row.append(_over_seeds(values, *bounds))
+                row.append(_over_seeds(values, *bounds, confidence_of(result)))
             rows.append(row)
     return table(["pretraining", "task"] + [f"{pretty(name, METRIC_LABELS)} (mean over seeds, CI)"
                                             for name in metrics], rows, numeric_from=2)
 
 
 def methods_table(result: xr.Dataset) -> str:
-    methods, metrics = _strings(result[METHOD_DIM].values), _strings(result["metric"].values)
+    methods, metrics = strings(result[METHOD_DIM].values), strings(result["metric"].values)
     rows = []
     for method in methods:
         selected = result.sel({METHOD_DIM: method})
@@ -227,10 +226,11 @@ def rsa_table(result: xr.Dataset) -> str:
     statistic, low_name, high_name, per_rater = rsa_statistic(result)
     ceiling = [float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper")]
     with_ceiling = per_rater and all(np.isfinite(ceiling))
+    confidence = confidence_of(result)
     rows = []
-    for pretraining in _strings(result["pretraining"].values):
-        for task in _strings(result["task"].values):
-            for kind in _strings(result["kind"].values):
+    for pretraining in strings(result["pretraining"].values):
+        for task in strings(result["task"].values):
+            for kind in strings(result["kind"].values):
                 selected = result.sel(pretraining=pretraining, task=task, kind=kind)
 
                 def column(name: str | None) -> np.ndarray | None:
@@ -238,12 +238,12 @@ def rsa_table(result: xr.Dataset) -> str:
                                                                               dtype=np.float64))
                 values = column(statistic)
                 row = [pretraining, task, pretty(kind, KIND_LABELS), _over_seeds(values, column(low_name),
-                                                                                 column(high_name))]
+                                                                                 column(high_name), confidence)]
                 if with_ceiling:
                     finite = values[np.isfinite(values)]
                     row.append(("yes" if finite.mean() >= ceiling[0] else "no") if finite.size else "n/a")
                 if per_rater:
-                    row.append(_over_seeds(column("correlation"), column("ci_low"), column("ci_high")))
+                    row.append(_over_seeds(column("correlation"), column("ci_low"), column("ci_high"), confidence))
                 p_values = column("p_value") if "p_value" in selected else np.full(values.shape, np.nan)
                 tested = np.isfinite(p_values)
                 row.append(f"{int((p_values[tested] < 0.05).sum())}/{int(tested.sum())}" if tested.any() else "n/a")

@@ -64,6 +64,19 @@ class ModelSpec:
         """A file-name-safe label, e.g. ``"faces-gender-seed0"`` (see :meth:`parse`)."""
         return f"{self.pretraining}-{self.task}-seed{self.seed}"
 
+    @property
+    def id(self) -> str:  # noqa: A003 - the model's id in results, as ``name`` is its file label
+        """The model's id in analysis and masking results, e.g. ``"faces/gender/0"`` (see :meth:`from_id`)."""
+        return f"{self.pretraining}/{self.task}/{self.seed}"
+
+    @classmethod
+    def from_id(cls, text: str) -> "ModelSpec":
+        """Inverse of :attr:`id`: ``"faces/gender/0"`` -> ``ModelSpec("faces", "gender", 0)``."""
+        parts = text.split("/") if isinstance(text, str) else []
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ZooError(f"a model id looks like 'faces/gender/0' (pretraining/task/seed), got {text!r}")
+        return cls(parts[0], parts[1], int(parts[2]))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
