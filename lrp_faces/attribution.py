@@ -12,15 +12,16 @@ from zennit.core import collect_leaves
 
 from . import methods as method_registry
 from .methods import Method
+from .errors import LRPFacesError
 
 __all__ = ["attribute", "Attribution", "InputError", "TargetError", "check_images"]
 
 
-class InputError(ValueError):
+class InputError(LRPFacesError, ValueError):
     """Images that are not float (N, 3, H, W) RGB in [0, 1]."""
 
 
-class TargetError(ValueError):
+class TargetError(LRPFacesError, ValueError):
     """Targets of the wrong length or outside the model's classes."""
 
 

@@ -11,12 +11,13 @@ from zennit.canonizers import Canonizer, CompositeCanonizer
 from zennit.core import collect_leaves
 
 from .nn import PixelNorm
+from .errors import LRPFacesError
 
 __all__ = ["PixelNormCanonizer", "ContrastiveHeadCanonizer", "MergeBatchNormCanonizer", "FaceVGGCanonizer",
            "CanonizerError"]
 
 
-class CanonizerError(ValueError):
+class CanonizerError(LRPFacesError, ValueError):
     """The model lacks the structure a canonizer needs."""
 
 

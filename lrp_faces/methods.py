@@ -21,6 +21,7 @@ from zennit.types import AvgPool, Convolution, Linear
 
 from . import rules
 from .canonizers import FaceVGGCanonizer
+from .errors import LRPFacesError
 
 __all__ = ["Explanation", "Method", "LRPMethod", "names", "get", "register", "UnknownMethodError",
            "contrastive_output"]
@@ -28,7 +29,7 @@ __all__ = ["Explanation", "Method", "LRPMethod", "names", "get", "register", "Un
 _REGISTRY: dict[str, type["Method"]] = {}
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(LRPFacesError, ValueError):
     """A method name that is not in the registry."""
 
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..masking import MODEL_DIMS
 from ..zoo import ModelSpec
+from ..errors import LRPFacesError
 
 MAP_DIMS = ("y", "x")
 CUBE_DIMS = MODEL_DIMS + ("image",) + MAP_DIMS
@@ -19,11 +20,11 @@ CUBE_DIMS = MODEL_DIMS + ("image",) + MAP_DIMS
 BLOCK_BYTES = 8 * 2 ** 20
 
 
-class AnalysisError(ValueError):
+class AnalysisError(LRPFacesError, ValueError):
     """An input of an analysis that has the wrong shape, values or names (the message says what was expected)."""
 
 
-class AnalysisTypeError(TypeError):
+class AnalysisTypeError(LRPFacesError, TypeError):
     """An input of an analysis of the wrong type."""
 
 

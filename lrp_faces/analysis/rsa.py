@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ._common import check_choice, check_confidence, check_count
 from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, check_square, few, id_positions, unit_vectors
 from .human_ratings import STAND_IN_SOURCE
+from ..errors import LRPFacesWarning
 
 __all__ = ["rsa", "compare_with_humans", "RSAResult", "RSAWarning", "RSA_METHODS"]
 
@@ -34,7 +35,7 @@ ALTERNATIVES = ("two-sided", "greater")
 _PAIRS_PER_BATCH = 2 ** 22  # permuted or resampled upper-triangle entries held at once
 
 
-class RSAWarning(UserWarning):
+class RSAWarning(LRPFacesWarning):
     """A model RDM that cannot be compared (NaN or constant dissimilarities); its results are NaN."""
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import xarray as xr
 
 from .. import cube as cubes
-from .study import STEP_ATTR, Study, StudyError, read_result, result_attrs
+from ..netcdf import NetCDFFileError, read_attributes
+from .study import STEP_ATTR, Study, StudyError, read_result
 from .summary import best_method_lines, generalization_lines, rsa_lines, self_masking_lines
 
 ATTR_WIDTH = 100
@@ -154,10 +155,11 @@ def describe(path: str | Path) -> list[str]:
                          f"(study.json, cube/, *.nc results)")
     if path.suffix == ".toml":
         return describe_study(path)
-    attrs = result_attrs(path)
-    if attrs is None:
+    try:
+        attrs = read_attributes(path, verify=False)
+    except NetCDFFileError:
         raise StudyError(f"{str(path)!r} is not a NetCDF file, a directory or a study TOML; expected a cube, a "
-                         f"result .nc file, a results directory or a .toml study")
+                         f"result .nc file, a results directory or a .toml study") from None
     if attrs.get("cube_format") == cubes.FORMAT:
         return describe_cube(path)
     return describe_result(path)

@@ -21,8 +21,10 @@ from typing import Any
 from .. import methods as method_registry
 from ..masking import DEFAULT_FRACTIONS, FILLS, MODES, MaskingConfig, MaskingError
 from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError
-from ._toml import StudyError, _built, _Table, check_params
-from .results import STEP_ATTR, _plain, read_result, result_attrs, write_result
+from ..toml_tables import TomlTable
+from ._toml import StudyError, study_table, built, check_params
+from ..netcdf import plain as _plain
+from .results import STEP_ATTR, read_result, result_attrs, write_result
 
 __all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings", "MaskingSettings",
            "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DEMO_ZOOS", "write_result", "read_result",
@@ -97,7 +99,7 @@ class ZooSettings:
         return {"models": models}
 
     @classmethod
-    def from_table(cls, table: _Table, base: Path) -> "ZooSettings":
+    def from_table(cls, table: TomlTable, base: Path) -> "ZooSettings":
         data = dict(table.data)
         if "demo" in data:
             demo = table.get("demo", str, choices=tuple(DEMO_ZOOS))
@@ -149,7 +151,7 @@ class DatasetSettings:
         return _plain(self)
 
     @classmethod
-    def from_table(cls, table: _Table, base: Path) -> "DatasetSettings":
+    def from_table(cls, table: TomlTable, base: Path) -> "DatasetSettings":
         kind = table.get("kind", str, choices=DATASET_KINDS)
         options: dict[str, Any] = {"kind": kind}
         if kind == "synthetic":
@@ -200,14 +202,14 @@ class AttributionSettings:
         return _plain(self)
 
     @classmethod
-    def from_table(cls, table: _Table) -> "AttributionSettings":
+    def from_table(cls, table: TomlTable) -> "AttributionSettings":
         method = table.get("method", str, "epsilon_gamma_box", choices=tuple(method_registry.names()))
         params = table.table("params")
         checked = check_params(_method_init(method), params.data, params.where,
                                reserved=("self",))
         options = (method, checked, table.get("batch_size", int, 16, low=1), table.get("contrastive", bool, True))
         table.finish()
-        return _built(table, cls, *options)
+        return built(table, cls, *options)
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ class MaskingSettings:
         return _plain(self)
 
     @classmethod
-    def from_table(cls, table: _Table) -> "MaskingSettings":
+    def from_table(cls, table: TomlTable) -> "MaskingSettings":
         defaults = cls()
         options = {
             "fractions": table.array("fractions", float, defaults.fractions),
@@ -275,7 +277,7 @@ class MaskingSettings:
             "max_images": table.get("max_images", int, None, low=2),
         }
         table.finish()
-        return _built(table, cls, **options)
+        return built(table, cls, **options)
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ class AnalysisSettings:
         return _plain(self)
 
     @classmethod
-    def from_table(cls, table: _Table, base: Path, dataset: DatasetSettings) -> "AnalysisSettings":
+    def from_table(cls, table: TomlTable, base: Path, dataset: DatasetSettings) -> "AnalysisSettings":
         run = table.array("run", str, ANALYSES, choices=ANALYSES)
         if len(set(run)) != len(run):
             raise StudyError(f"{table.key('run')}: expected distinct names, got {list(run)}")
@@ -345,7 +347,7 @@ class AnalysisSettings:
         check_params(analysis.method_comparison, {key: value for key, value in self.methods.items()
                                                   if key not in own},
                      where("methods"), ("zoo", "dataset", "masks", "progress") + own)
-        table = _Table(self.methods, file, ("analysis", "methods"))
+        table = study_table(self.methods, file, ("analysis", "methods"))
         table.known.extend(key for key in self.methods if key not in own)
         table.get("max_images", int, None, low=2)
         table.array("methods", str, (), choices=tuple(method_registry.names()))
@@ -431,7 +433,7 @@ class Study:
                   source: Path | None = None) -> "Study":
         """Build a study from the parsed TOML document; ``name`` prefixes error messages."""
         base = Path(base)
-        top = _Table(document, name)
+        top = study_table(document, name)
         header = top.table("study")
         study_name = header.get("name", str, Path(name).stem)
         out = header.get("out", str, None)

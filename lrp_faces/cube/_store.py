@@ -11,13 +11,13 @@ from typing import Any, Callable, Iterable, NamedTuple
 import netCDF4
 import numpy as np
 
-from ..zoo import ModelSpec
+from ..zoo import MODEL_DIMS, ModelSpec
+from ..errors import LRPFacesError
 
 FORMAT = "lrp_faces.cube"
 FORMAT_VERSION = 1
 SUFFIX = ".nc"
 TEMPORARY_SUFFIX = ".nc.tmp"
-MODEL_DIMS = ("pretraining", "task", "seed")
 DIMS = MODEL_DIMS + ("image", "y", "x")
 #: Attributes that every file of a cube shares; a file is reused or combined only when they agree.
 SHARED = ("cube_format_version", "method", "method_params", "canonizers", "contrastive", "target", "input_height",
@@ -36,7 +36,7 @@ PER_IMAGE = {  # name: (netCDF type, long_name)
 }
 
 
-class CubeError(ValueError):
+class CubeError(LRPFacesError, ValueError):
     """A relevance cube that cannot be computed or opened as asked."""
 
 

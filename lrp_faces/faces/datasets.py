@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from ._indexing import selected_indices
+from ..errors import LRPFacesError
 
 __all__ = ["FaceDataset", "DatasetError", "IMAGE_EXTENSIONS", "GENDER_CODES"]
 
@@ -27,7 +28,7 @@ CELEBA_LAYOUT = ("img_align_celeba/ (the images), list_attr_celeba.txt (count, a
                  "'filename v1 v2 ...' with values 1/-1), identity_CelebA.txt ('filename identity')")
 
 
-class DatasetError(ValueError):
+class DatasetError(LRPFacesError, ValueError):
     """A face data set that cannot be built or read: bad files, labels or layout."""
 
 

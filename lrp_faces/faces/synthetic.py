@@ -16,6 +16,7 @@ import torch
 from . import _draw as draw
 from ._draw import FLOAT, column, ellipse
 from ._indexing import selected_indices
+from ..errors import LRPFacesError
 
 __all__ = ["REGIONS", "TASK_REGIONS", "FACE_PARAMETERS", "IMAGE_PARAMETERS", "PARAMETER_NAMES", "GENDER_NAMES",
            "SyntheticFaces", "synthetic_faces", "render_faces", "parameter_dissimilarity", "SyntheticDataError"]
@@ -45,7 +46,7 @@ _FACE_CENTRE_Y = 0.05
 _PIXEL_NOISE = 0.02
 
 
-class SyntheticDataError(ValueError):
+class SyntheticDataError(LRPFacesError, ValueError):
     """Invalid arguments for a synthetic data set."""
 
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from ..errors import LRPFacesError
 
 __all__ = ["MaskingConfig", "MaskingError", "MaskingTypeError", "ORDERS", "FILLS", "MODES", "DEFAULT_FRACTIONS",
            "seeded_generator", "hidden_counts"]
@@ -21,11 +22,11 @@ DEFAULT_FRACTIONS = tuple(float(value) for value in np.linspace(0.0, 1.0, 21))
 _STREAMS = {"order": 0, "noise": 1, "road": 2, "bootstrap": 3}
 
 
-class MaskingError(ValueError):
+class MaskingError(LRPFacesError, ValueError):
     """Invalid masking input or settings: shapes, NaN relevance, fractions, names, patch size, cube/zoo mismatch."""
 
 
-class MaskingTypeError(TypeError):
+class MaskingTypeError(LRPFacesError, TypeError):
     """A masking input of the wrong type."""
 
 

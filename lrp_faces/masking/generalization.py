@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attribution import check_images
-from ..zoo import ModelSpec
+from ..zoo import MODEL_DIMS, ModelSpec
 from .config import DEFAULT_FRACTIONS, MaskingError, MaskingTypeError
 from .curves import (_by_fraction, _check_batch_size, _curve_variables, _device, _EvalMode, _masked_scores,
                      _original_scores, aopc, check_labels)
@@ -23,7 +23,7 @@ from .perturbation import _config, _Fills, _Masker, check_relevance
 
 __all__ = ["generalization", "relation", "RELATIONS", "MODEL_DIMS"]
 
-MODEL_DIMS = ("pretraining", "task", "seed")
+
 CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
 RELATIONS = ("same_model", "same_cell_different_seed", "different_task", "different_pretraining", "both_different")
 """How a source model relates to a target model, in the summary of :func:`generalization`."""

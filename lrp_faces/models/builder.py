@@ -1,6 +1,8 @@
 """VGG-16 builders whose models take RGB in [0, 1], with the preprocessing inside."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,12 +15,55 @@ from ..nn import IMAGENET, PixelNorm, Preprocessing
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What is known about a model besides its weights: its spec, class names, training record and provenance.
+
+    A model holds one card (:attr:`NormalizedVGG.card`); change it with :meth:`replace`, never field by field, so a
+    misspelt name fails loudly.
+
+    Parameters
+    ----------
+    spec : dict, optional
+        The model's identity, e.g. ``ModelSpec(...).to_dict()``: ``pretraining``, ``task`` and ``seed``.
+    class_names : tuple of str, optional
+        One name per output, in class order.
+    metadata : dict
+        Training record: settings, accuracies, data digest, ...
+    provenance : dict, optional
+        Where the weights came from: source format, file, loaded and re-initialised layers.
+    """
+
+    spec: Mapping[str, Any] | None = None
+    class_names: tuple[str, ...] | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: Mapping[str, Any] | None = None
+
+    def __post_init__(self):
+        if self.class_names is not None:
+            if isinstance(self.class_names, str) or not isinstance(self.class_names, Sequence) or not all(
+                    isinstance(name, str) for name in self.class_names):
+                raise TypeError(f"class_names must be a sequence of str, got {self.class_names!r}")
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+        for name in ("spec", "metadata", "provenance"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"ModelCard.{name} must be a dict, got {type(value).__name__}")
+        if self.metadata is None:
+            object.__setattr__(self, "metadata", {})
+
+    def replace(self, **changes) -> "ModelCard":
+        """A copy with ``changes`` (field names of the card) applied."""
+        return dataclasses.replace(self, **changes)
+
+
 class NormalizedVGG(nn.Module):
     """A torchvision VGG behind a :class:`~lrp_faces.nn.PixelNorm`.
 
     ``features``, ``avgpool`` and ``classifier`` have torchvision's structure and state-dict keys; the
     ``pixel_norm`` buffers are not persistent, so a torchvision state dict loads unchanged. ``architecture``
-    holds the builder arguments, so a checkpoint can rebuild the model.
+    holds the builder arguments, so a checkpoint can rebuild the model. ``card`` (a :class:`ModelCard`) holds its
+    spec, class names, training metadata and provenance, also readable as properties of the model.
     """
 
     def __init__(self, pixel_norm: PixelNorm, features: nn.Sequential, avgpool: nn.Module, classifier: nn.Sequential,
@@ -29,6 +74,27 @@ class NormalizedVGG(nn.Module):
         self.avgpool = avgpool
         self.classifier = classifier
         self.architecture = dict(architecture)
+        self.card = ModelCard()
+
+    @property
+    def spec(self) -> Mapping[str, Any] | None:
+        """The card's spec (see :class:`ModelCard`)."""
+        return self.card.spec
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The card's class names, one per output, or None."""
+        return None if self.card.class_names is None else list(self.card.class_names)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The card's training metadata."""
+        return dict(self.card.metadata)
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """The card's provenance of the weights, or None."""
+        return None if self.card.provenance is None else dict(self.card.provenance)
 
     @property
     def preprocessing(self) -> Preprocessing:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torchvision
 
-from .builder import NormalizedVGG
+from .builder import ModelCard, NormalizedVGG
 from .weights import WeightsError, _check_keys, _materialise, _meta_model, _read
 
 #: Format tag and version written into every :func:`save_model` checkpoint.
@@ -92,11 +92,11 @@ def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, 
         Destination; parent directories are created, an existing file is replaced.
     spec : object, optional
         The model's identity, e.g. the zoo's ``ModelSpec``: a dict, an object with ``to_dict()``, or a dataclass.
-        Stored as a plain dict. ``None`` uses ``model.spec`` if set.
+        Stored as a plain dict. ``None`` uses the model card's (``model.card.spec``).
     metadata : dict, optional
-        JSON-able training metadata (epochs, accuracy, data set, ...). ``None`` uses ``model.metadata`` if set.
+        JSON-able training metadata (epochs, accuracy, data set, ...). ``None`` uses ``model.card.metadata``.
     class_names : sequence of str, optional
-        One name per output. ``None`` uses ``model.class_names`` if set.
+        One name per output. ``None`` uses ``model.card.class_names``.
 
     Returns
     -------
@@ -106,9 +106,9 @@ def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, 
     if not isinstance(model, NormalizedVGG):
         raise TypeError(f"model must be a NormalizedVGG built by lrp_faces.vgg16 or a loader, got {type(model)}")
     path = Path(path)
-    spec = getattr(model, "spec", None) if spec is None else spec
-    metadata = getattr(model, "metadata", None) if metadata is None else metadata
-    class_names = getattr(model, "class_names", None) if class_names is None else class_names
+    spec = model.card.spec if spec is None else spec
+    metadata = model.card.metadata if metadata is None else metadata
+    class_names = model.card.class_names if class_names is None else class_names
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict, got {type(metadata)}")
     if class_names is not None and (isinstance(class_names, str) or not all(isinstance(name, str)
@@ -126,7 +126,7 @@ def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, 
                "preprocessing": model.preprocessing.to_dict(),
                "class_names": None if class_names is None else list(class_names), "spec": _spec_dict(spec),
                "metadata": _plain(dict(metadata or {}), "metadata"),
-               "provenance": _plain(getattr(model, "provenance", None), "model.provenance"),
+               "provenance": _plain(model.card.provenance, "model.card.provenance"),
                "versions": _versions(), "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                "state_dict": state}
     _atomic_save(content, path)
@@ -169,9 +169,9 @@ def load_model(path: str | os.PathLike) -> NormalizedVGG:
     Returns
     -------
     NormalizedVGG
-        The model in evaluation mode with the saved weights (bit-exact, saved dtype) and the attributes
-        ``class_names`` (list or None), ``spec`` (dict or None), ``metadata`` (dict) and ``provenance`` (dict or
-        None).
+        The model in evaluation mode with the saved weights (bit-exact, saved dtype) and its
+        :class:`~lrp_faces.models.ModelCard` (``spec``, ``class_names``, ``metadata``, ``provenance``) in
+        ``model.card``.
 
     Raises
     ------
@@ -190,7 +190,6 @@ def load_model(path: str | os.PathLike) -> NormalizedVGG:
     expected = {key: tuple(value.shape) for key, value in expected_model.state_dict().items()}
     _check_keys(state, expected, {}, path, "the architecture recorded in the checkpoint")
     model = _materialise(architecture, state, to_float32=False)
-    class_names = content.get("class_names")
-    model.class_names, model.spec = None if class_names is None else list(class_names), content.get("spec")
-    model.metadata, model.provenance = dict(content["metadata"]), content.get("provenance")
+    model.card = ModelCard(spec=content.get("spec"), class_names=content.get("class_names"),
+                           metadata=dict(content["metadata"]), provenance=content.get("provenance"))
     return model

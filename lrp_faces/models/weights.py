@@ -11,6 +11,7 @@ from torch import nn
 
 from ..nn import IMAGENET, VGGFACE, PixelNorm, Preprocessing
 from .builder import VGG16_CONFIG, NormalizedVGG, vgg16_from_architecture
+from ..errors import LRPFacesError
 
 #: Layer names of the PyTorch port of VGG-Face (``vgg_face_dag.pth``), in network order.
 VGG_FACE_CONVS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2",
@@ -20,7 +21,7 @@ _HEAD = "classifier.6"
 _MAX_LISTED = 25
 
 
-class WeightsError(ValueError):
+class WeightsError(LRPFacesError, ValueError):
     """A weights file or checkpoint that cannot be read, or whose tensors do not fit the architecture.
 
     The message names the file and lists the ``missing``, ``unexpected`` and ``mis_shaped`` keys, which are also
@@ -220,10 +221,10 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
                                                                       seed)
     model = _materialise(expected_model.architecture, state, to_float32=True)
     from_file = [key.rsplit(".", 1)[0] for key in model.state_dict() if key not in head_keys or not new_head]
-    model.provenance = {"source": source, "file": str(path.resolve()), "loaded_layers": list(dict.fromkeys(from_file)),
-                        "reinitialised_layers": [_HEAD] if new_head else [], "seed": int(seed) if new_head else None,
-                        "file_num_classes": file_classes}
-    model.class_names, model.spec, model.metadata = None, None, {}
+    model.card = model.card.replace(provenance={
+        "source": source, "file": str(path.resolve()), "loaded_layers": list(dict.fromkeys(from_file)),
+        "reinitialised_layers": [_HEAD] if new_head else [], "seed": int(seed) if new_head else None,
+        "file_num_classes": file_classes})
     return model
 
 
@@ -338,10 +339,9 @@ def replace_head(model: NormalizedVGG, num_classes: int, seed: int = 0) -> Norma
             parameter.copy_(value)
     model.classifier[-1] = head
     model.architecture["num_classes"] = num_classes
-    provenance = dict(getattr(model, "provenance", None) or {})
+    provenance = dict(model.card.provenance or {})
     provenance["reinitialised_layers"] = list(dict.fromkeys([*provenance.get("reinitialised_layers", []), _HEAD]))
     provenance["loaded_layers"] = [layer for layer in provenance.get("loaded_layers", []) if layer != _HEAD]
     provenance["seed"] = int(seed)
-    model.provenance = provenance
-    model.class_names = None
+    model.card = model.card.replace(provenance=provenance, class_names=None)
     return model

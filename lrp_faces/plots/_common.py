@@ -12,6 +12,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..masking import MODEL_DIMS
+from ..errors import LRPFacesError
 
 SOURCE_DIMS = tuple(f"source_{dim}" for dim in MODEL_DIMS)
 TARGET_DIMS = tuple(f"target_{dim}" for dim in MODEL_DIMS)
@@ -27,11 +28,11 @@ KIND_LABELS = {"features": "penultimate features", "relevance": "relevance maps"
                "decision_weighted": "decision-weighted features"}
 
 
-class PlotError(ValueError):
+class PlotError(LRPFacesError, ValueError):
     """A result that cannot be drawn: missing variables or dims, nothing to show, unknown models or images."""
 
 
-class PlotTypeError(TypeError):
+class PlotTypeError(LRPFacesError, TypeError):
     """A figure input of the wrong type."""
 
 

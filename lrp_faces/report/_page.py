@@ -18,6 +18,7 @@ from .readings import (asymmetry_reading, curves_reading, generalization_reading
                         regions_reading, relation_reading, rsa_reading, similarity_reading)
 from .tables import (ground_truth_table, methods_table, model_accuracy, relation_table, rsa_table, similarity_table,
                      study_tables, table)
+from ..errors import LRPFacesError
 
 __all__ = ["write_report", "ReportError", "RESULT_FILES", "FIGURES"]
 
@@ -31,7 +32,7 @@ FIGURES = ("relevance_grid", "masking_curves", "generalization_heatmap", "asymme
 PNG_DPI = 130
 
 
-class ReportError(ValueError):
+class ReportError(LRPFacesError, ValueError):
     """A results directory that is missing, unreadable or holds no results."""
 
 

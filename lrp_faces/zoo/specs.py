@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models import NormalizedVGG, load_model, load_torchvision_vgg16, load_vgg_face
+from ..errors import LRPFacesError
 
 if TYPE_CHECKING:
     from .demo import DemoSettings
 
 
 FORMATS = ("lrp_faces", "torchvision", "vgg_face")
+MODEL_DIMS = ("pretraining", "task", "seed")
+"""The dims that index models in cubes and results: the fields of :class:`ModelSpec`, in order."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPEC_NAME = re.compile(r"^([a-z][a-z0-9_]*)-([a-z][a-z0-9_]*)-seed([0-9]+)$")
 
 
-class ZooError(ValueError):
+class ZooError(LRPFacesError, ValueError):
     """An invalid model spec, zoo declaration or training request."""
 
 
@@ -135,7 +138,7 @@ class ZooEntry:
             model = load_torchvision_vgg16(self.path, num_classes=self.num_classes, seed=self.spec.seed)
         else:
             model = load_vgg_face(self.path, num_classes=self.num_classes, seed=self.spec.seed)
-        model.spec = self.spec.to_dict()
+        model.card = model.card.replace(spec=self.spec.to_dict())
         return model.eval()
 
 

@@ -214,8 +214,8 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
         metadata["validation_accuracy"] = accuracy(model, validation, task)
         metadata["validation_images"] = len(validation)
     names = dataset.class_names(task) if callable(getattr(dataset, "class_names", None)) else None
-    model.class_names = list(names) if names is not None and len(names) == num_classes else None
-    model.metadata = metadata
+    model.card = model.card.replace(class_names=tuple(names) if names is not None and len(names) == num_classes
+                                    else None, metadata=metadata)
     return model
 
 
