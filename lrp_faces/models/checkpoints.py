@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torchvision
+from torch import nn
 
 from .builder import ModelCard, NormalizedVGG
 from .weights import WeightsError, _check_keys, _materialise, _meta_model, _read
@@ -131,6 +133,20 @@ def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, 
                "state_dict": state}
     _atomic_save(content, path)
     return path
+
+
+def weights_digest(weights: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 of a model's state dict (or of a state dict): every tensor's name, dtype, shape and bytes.
+
+    Equal weights give equal digests on any machine; it identifies the weights a result was computed with.
+    """
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    digest = hashlib.sha256()
+    for key, value in sorted(state.items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _checkpoint(path: str | os.PathLike, mmap: bool) -> tuple[Path, dict]:

@@ -20,10 +20,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..faces import synthetic_faces, synthetic_objects
-from ..models import NormalizedVGG, WeightsError, load_model, save_model, vgg16
+from ..models import NormalizedVGG, WeightsError, load_model, save_model, vgg16, weights_digest
 from ..nn import IMAGENET
 from .specs import ModelSpec, ZooError, _is_int
-from .training import _GLOBAL_RNG, _weights_digest, finetune
+from .training import _GLOBAL_RNG, finetune
 
 
 DEMO_FORMAT = 2  # bump when the training recipe changes, to invalidate cached demo zoos (data changes are hashed)
@@ -158,7 +158,7 @@ def _usable_checkpoint(path: Path, spec: dict, key: str) -> bool:
         model = load_model(path)
         metadata = model.metadata
         problem = ("its weights do not match their recorded digest" if metadata.get("weights_sha256")
-                   != _weights_digest(model) else f"it holds model {model.spec}, not {spec}" if model.spec != spec
+                   != weights_digest(model) else f"it holds model {model.spec}, not {spec}" if model.spec != spec
                    else "it was trained with other settings" if metadata.get("demo_key") != key else None)
     except WeightsError as error:
         problem = str(error)
@@ -170,7 +170,7 @@ def _usable_checkpoint(path: Path, spec: dict, key: str) -> bool:
 
 def _save_demo_model(model: NormalizedVGG, path: Path, spec: dict, settings: DemoSettings, **extra) -> None:
     metadata = {**model.metadata, **extra, "demo_key": settings.key(), "demo_settings": dataclasses.asdict(settings),
-                "weights_sha256": _weights_digest(model)}
+                "weights_sha256": weights_digest(model)}
     save_model(model, path, spec=spec, metadata=metadata)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import math
 import time
 import threading
@@ -244,12 +243,3 @@ def _scheduler(optimizer, schedule: str, lr: float, steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm_up) / max(1, steps - warm_up))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _weights_digest(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
