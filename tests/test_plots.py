@@ -159,6 +159,39 @@ def methods_result(seed=0) -> xr.Dataset:
                               "image": ["a", "b", "c"]}, attrs={"confidence": 0.95})
 
 
+FRACTIONS = (0.0, 0.1, 0.5, 1.0)
+KEEP_AOPC = "mean over fractions > 0 of f(only the first fraction kept) - f(everything filled)"
+
+
+def masking_result(mode="remove", seeds=SEEDS, images=6, seed=0, **attrs) -> xr.Dataset:
+    """masking.generalization's layout for one pretraining x task cell: accuracy and output that fall with the
+    fraction hidden (``remove``) or rise with the fraction kept (``keep``), as with a good map; the random order
+    changes them half as much."""
+    rng = np.random.default_rng(seed)
+    count, fractions = len(seeds), np.array(FRACTIONS)
+    trend = (1 - fractions if mode == "remove" else fractions)[:, None]  # (F, 1): share of the decision left
+    own = np.clip(trend + rng.normal(0, 0.1, (count, count, len(fractions), images)), 0, 1)
+    random = np.clip(0.5 + (trend - 0.5) / 2 + rng.normal(0, 0.1, (count, len(fractions), images)), 0, 1)
+    sources = tuple(f"source_{dim}" for dim in MODEL_DIMS)
+    targets = tuple(f"target_{dim}" for dim in MODEL_DIMS)
+    pair, grid = sources + targets, (1, 1, count)
+    curve, random_curve = pair + ("fraction", "image"), targets + ("fraction", "image")
+    data = {"correct": (curve, (rng.uniform(size=own.shape) < own).reshape(grid + grid + own.shape[2:])),
+            "output": (curve, (4 * own - 2).reshape(grid + grid + own.shape[2:])),
+            "random_correct": (random_curve,
+                               (rng.uniform(size=random.shape) < random).reshape(grid + random.shape[1:])),
+            "random_output": (random_curve, (4 * random - 2).reshape(grid + random.shape[1:])),
+            "aopc": (pair, rng.uniform(0.2, 0.8, (count, count)).reshape(grid + grid)),
+            "generalization_index": (pair, rng.uniform(-0.2, 1.2, (count, count)).reshape(grid + grid)),
+            "random_aopc": (targets, rng.uniform(0.0, 0.2, count).reshape(grid)),
+            "unmasked_accuracy": (targets, rng.uniform(0.8, 1.0, count).reshape(grid))}
+    coords = {f"{side}_{dim}": values for side in ("source", "target")
+              for dim, values in zip(MODEL_DIMS, (["faces"], ["gender"], list(seeds)))}
+    coords.update(fraction=list(fractions), image=[f"img{index}" for index in range(images)])
+    return xr.Dataset(data, coords=coords, attrs={"order": "morf", "mode": mode, "fill": "mean", "patch": 1,
+                                                  "contrastive": 1, "score": "output", "confidence": 0.95, **attrs})
+
+
 KINDS = ("features", "relevance", "decision_weighted")
 STAND_IN = "synthetic parameter-space distances (a stand-in for human ratings)"
 
@@ -401,6 +434,40 @@ def test_masking_curves_reject_other_inputs(study):
         plots.masking_curves({"morf": 3})
 
 
+@pytest.mark.parametrize("mode, axis, legend", [
+    ("remove", "fraction of pixels hidden", "MoRF (most relevant first)"),
+    ("keep", "fraction of pixels kept (the rest filled)", "MoRF (most relevant kept)")])
+def test_masking_curves_say_whether_the_fraction_was_hidden_or_kept(mode, axis, legend):
+    result = masking_result(mode)
+    figure = plots.masking_curves(result)
+    accuracy, output = figure.axes
+    assert output.get_xlabel() == axis and f"mode: {mode}" in figure.get_suptitle()
+    lines = {line.get_label(): line for line in accuracy.get_lines()}
+    assert set(lines) == {legend, "random order"}
+    per_seed = [result["correct"].isel(source_seed=index, target_seed=index).squeeze().mean("image").values
+                for index in range(len(SEEDS))]  # each model on its own maps, (fraction,)
+    np.testing.assert_allclose(lines[legend].get_xdata(), FRACTIONS)
+    np.testing.assert_allclose(lines[legend].get_ydata(), np.mean(per_seed, axis=0))
+    heatmap = plots.generalization_heatmap(masking_result(mode, seeds=(0, 1, 2)))
+    assert ("kept" in heatmap.axes[0].get_ylabel()) is (mode == "keep")
+
+
+def test_masking_curves_of_results_without_a_mode_read_as_hidden():
+    result = masking_result("remove")
+    del result.attrs["mode"]
+    figure = plots.masking_curves(result, metrics=("accuracy",))
+    assert figure.axes[0].get_xlabel() == "fraction of pixels hidden"
+
+
+def test_masking_curves_refuse_to_mix_hidden_and_kept_curves(study):
+    with pytest.raises(PlotError, match=r"different modes \['keep', 'remove'\]"):
+        plots.masking_curves({"morf": masking_result("keep"), "lerf": masking_result("remove", order="lerf")})
+    lerf = self_masking(study)
+    lerf.attrs["mode"] = "keep"
+    with pytest.raises(PlotError, match="different modes"):
+        plots.masking_curves(study["generalization"], lerf=lerf)
+
+
 # ------------------------------------------------------------------------------------------------------ heatmaps
 def test_generalization_heatmap_annotates_every_pair_grouped_by_pretraining_and_task(study):
     result = study["generalization"]
@@ -587,7 +654,7 @@ def test_results_without_their_variables_are_rejected_by_name(function, missing)
 
 
 def test_seed_summary_keeps_a_missing_interval_missing():
-    from lrp_faces.plots._common import seed_summary
+    from lrp_faces.result_layout import seed_summary
     values = np.array([[0.4, np.nan], [0.2, 0.6], [np.nan, np.nan]])  # rows: one seed, two seeds, none
     low, high = np.array([[np.nan, 0.0], [0.1, 0.5], [0.0, 0.0]]), np.array([[np.nan, 1.0], [0.3, 0.7], [1.0, 1.0]])
     mean, lower, upper = seed_summary(values, low, high, 0.9, axis=1)

@@ -19,7 +19,8 @@ import xarray as xr
 from lrp_faces import report
 from lrp_faces.report import FIGURES, ReportError, write_report
 
-from test_plots import methods_result, regions_result, rsa_result, self_masking, similarity_result, small_study
+from test_plots import (KEEP_AOPC, masking_result, methods_result, regions_result, rsa_result, self_masking,
+                        similarity_result, small_study)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -164,6 +165,57 @@ def test_the_masking_curves_add_the_models_lerf_curves_when_masking_lerf_is_ther
     assert "The LeRF curves of masking_lerf.nc are not drawn: lerf has the fractions [0.0, 0.5]" in text
 
 
+@pytest.mark.parametrize("mode", ["remove", "keep"])
+def test_the_curves_reading_says_whether_the_pixels_were_hidden_or_kept(mode):
+    from lrp_faces.report.readings import curves_reading
+
+    result = masking_result(mode)
+    step = 1  # the first fraction >= 10 %
+    own = np.mean([result["correct"].isel(source_seed=seed, target_seed=seed, fraction=step).mean()
+                   for seed in range(len(result.source_seed))])
+    random = float(result["random_correct"].isel(fraction=step).mean())
+    unmasked = float(result["unmasked_accuracy"].mean())
+    own_aopc = np.mean([float(result["aopc"].isel(source_seed=seed, target_seed=seed).squeeze())
+                        for seed in range(len(result.source_seed))])
+    text = curves_reading(result)
+    if mode == "remove":
+        assert text.startswith(f"Hiding the 10% most relevant pixels (MoRF) changes accuracy from {unmasked:.0%} to "
+                               f"{own:.0%} on average over the 2 models, against {random:.0%} for a random 10%.")
+        assert f"the explained output drops by {own_aopc:.2f} with the models' own maps" in text
+        assert "kept" not in text
+    else:
+        assert text.startswith(f"Keeping only the 10% most relevant pixels (MoRF) and filling the rest gives an "
+                               f"accuracy of {own:.0%} on average over the 2 models ({unmasked:.0%} unmasked), "
+                               f"against {random:.0%} for a random 10%.")
+        assert f"(the result does not state how it is defined) is {own_aopc:.2f} with the models' own maps" in text
+        assert "hidden" not in text and "drops" not in text
+
+
+def test_the_curves_reading_states_the_aopc_as_the_result_defines_it():
+    from lrp_faces.report.readings import curves_reading
+
+    assert f"The AOPC of the keep curves (defined as {KEEP_AOPC}) is " in curves_reading(
+        masking_result("keep", aopc=KEEP_AOPC))
+    definition = "mean over fractions > 0 of f(original) - f(masked)"
+    assert f"with a random order (AOPC: {definition})." in curves_reading(masking_result("remove", aopc=definition))
+
+
+def test_the_report_of_a_keep_run_says_the_pixels_were_kept(built, results):
+    study = built[1]
+    generalization = study["generalization"].assign_attrs(mode="keep", aopc=KEEP_AOPC)
+    write_netcdf(generalization, results / "masking.nc")
+    write_netcdf(self_masking(study).assign_attrs(mode="keep"), results / "masking_lerf.nc")
+    index = write_report(results)
+    text = page_text(index)
+    fraction = float(generalization.fraction.values[1])
+    assert f"Keeping only the {fraction:.0%} most relevant pixels (MoRF) and filling the rest" in text
+    assert f"when the {fraction:.0%} least relevant are kept (LeRF)" in text
+    assert f"The AOPC of the keep curves (defined as {KEEP_AOPC})" in text
+    assert "are hidden" not in text and "Hiding the" not in text
+    assert 'alt="masking curves: accuracy and output against the fraction of pixels kept (the rest filled)"' in \
+        index.read_text(encoding="utf-8")
+
+
 def test_the_map_reading_says_which_images_it_reads():
     from lrp_faces.report.readings import MAP_SAMPLE, grid_reading
 
@@ -274,6 +326,39 @@ def test_a_failed_write_leaves_the_previous_report(results, monkeypatch):
     assert not [file for file in index.parent.rglob("*") if file.name.endswith(".tmp")]
 
 
+def test_a_failed_drawing_leaves_the_previous_figures_too(results, monkeypatch):
+    def files() -> dict:  # a rewritten file is a new inode, even with the same bytes
+        folder = results / "report" / "figures"
+        return {path.name: (path.read_bytes(), path.stat().st_ino) for path in folder.iterdir()}
+
+    figures = files()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no memory")
+
+    monkeypatch.setattr(report._page.plots, "rsa_bars", broken)  # the last figure of the page
+    with pytest.raises(RuntimeError, match="no memory"):
+        write_report(results)
+    assert files() == figures
+
+
+def test_a_page_that_cannot_be_renamed_into_place_leaves_the_previous_page(results, monkeypatch):
+    index = results / "report" / "index.html"
+    before = index.read_bytes()
+    replace = os.replace
+
+    def failing(source, target):
+        if Path(target).name == "index.html":
+            raise OSError("disk full")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(results)
+    assert index.read_bytes() == before
+    assert not [file for file in index.parent.rglob("*") if file.name.endswith(".tmp")]
+
+
 def test_results_directories_that_cannot_be_read_are_named(tmp_path):
     with pytest.raises(ReportError, match=str(tmp_path / "nowhere")):
         write_report(tmp_path / "nowhere")
@@ -347,6 +432,44 @@ def test_settings_are_grouped_and_long_flat_tables_collapsed():
     assert "path" not in text  # unset values are left out
 
 
+def test_settings_show_floats_without_float_noise():
+    from lrp_faces.report.tables import settings_html
+
+    study = {"settings": {"masking": {"fractions": [0.0, 0.05, 0.15000000000000002], "road_noise": 0.01,
+                                      "blur_sigma": 2.0}, "dataset": {"kind": "synthetic", "nuisance": 1.0,
+                                                                      "identities": 4}}}
+    text = settings_html(study)
+    assert "[0.0, 0.05, 0.15]" in text and "0.15000000000000002" not in text
+    assert "<td>2.0</td>" in text and "<td>1.0</td>" in text and "<td>0.01</td>" in text
+
+
+DATASET = {"kind": None, "path": "faces.csv", "image_root": "images", "split": "test", "image_size": 64,
+           "identities": 10, "images_per_identity": 8, "seed": 0, "nuisance": 1.0, "max_images": 40,
+           "on_error": "raise", "check": "verify", "labels": {"gender": "identity"}}
+"""Every setting of a study's [dataset], as DatasetSettings.to_dict() gives them."""
+APPLIES = {"demo": set(), "synthetic": {"identities", "images_per_identity", "seed", "nuisance"},
+           "manifest": {"path", "image_root", "on_error", "check"}, "celeba": {"path", "split", "on_error", "check"},
+           "folders": {"path", "on_error", "check"}}
+"""The settings that apply to one kind of data set only; kind, image_size, max_images and labels apply to all."""
+
+
+@pytest.mark.parametrize("kind", sorted(APPLIES))
+def test_the_dataset_settings_shown_are_those_of_its_kind(kind):
+    from lrp_faces.report.tables import settings_html
+
+    text = settings_html({"settings": {"dataset": {**DATASET, "kind": kind}}})
+    shown = set(re.findall(r"<tr><td>([^<]*)</td>", text.replace("<wbr>", "")))
+    assert shown == {"kind", "image_size", "max_images", "labels.gender"} | APPLIES[kind]
+
+
+def test_dataset_settings_of_a_trimmed_record_are_shown_as_they_are():
+    from lrp_faces.report.tables import dataset_settings
+
+    trimmed = {"kind": "manifest", "path": "faces.csv", "max_images": None}
+    assert dataset_settings(trimmed) == trimmed
+    assert dataset_settings({"identities": 3}) == {"identities": 3}  # no kind: nothing to filter by
+
+
 def test_a_single_seed_without_a_ci_shows_no_fake_interval():
     from lrp_faces.report.readings import rsa_cells, rsa_reading
     from lrp_faces.report.tables import ground_truth_table, rsa_table
@@ -370,7 +493,7 @@ def test_a_single_seed_without_a_ci_shows_no_fake_interval():
 
 def test_intervals_over_seeds_use_the_results_confidence():
     from lrp_faces.report.readings import rsa_cells
-    from lrp_faces.plots._common import mean_interval
+    from lrp_faces.result_layout import mean_interval
     result = rsa_result()
     result.attrs["confidence"] = 0.5
     values, mean, lower, upper = rsa_cells(result)

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from .. import cube as cubes
+from ..formatting import format_setting
 from ..netcdf import NetCDFFileError, read_attributes
 from .study import STEP_ATTR, Study, StudyError, read_result
 from .summary import best_method_lines, generalization_lines, rsa_lines, self_masking_lines
@@ -25,7 +26,7 @@ KNOWN_RESULTS = {"summary_generalization_index": "masking generalisation (maskin
 def _short(value, width: int = ATTR_WIDTH) -> str:
     if isinstance(value, (np.ndarray, np.generic)):
         value = value.tolist()
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = format_setting(value)
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 1] + "…"
 

@@ -11,7 +11,7 @@ import xarray as xr
 
 from ..analysis import METHOD_DIM
 from ..masking import MODEL_DIMS
-from ..plots._common import RELATION_LABELS
+from ..formatting import RELATION_LABELS
 from .study import read_result
 
 GROUND_TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy")

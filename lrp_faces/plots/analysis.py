@@ -9,13 +9,13 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..analysis import METHOD_DIM
-from ._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, PlotError, confidence_of, error_bars, new_figure, palette,
-                      pretty, relation_points, require_dataset, seed_summary, strings, style)
+from ..formatting import KIND_LABELS, METRIC_LABELS, SIMILARITY_LABELS, pretty
+from ..result_layout import (confidence_of, has_raters, is_stand_in, noise_ceiling, rsa_statistic, rsa_statistic_label,
+                             seed_summary, strings)
+from ..zoo import MODEL_DIMS
+from ._common import PlotError, error_bars, new_figure, palette, relation_points, require_dataset, style
 
 __all__ = ["similarity_by_relation", "region_relevance", "method_comparison", "rsa_bars"]
-
-SIMILARITY_LABELS = {"spearman": "Spearman correlation", "pearson": "Pearson correlation",
-                     "topk_iou": "top-k IoU", "cosine": "cosine similarity"}
 
 
 def similarity_by_relation(result: xr.Dataset, include_same_model: bool = False) -> Figure:
@@ -183,50 +183,6 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
     return figure
 
 
-def is_stand_in(result: xr.Dataset) -> bool:
-    """Whether the "human" RDM of an RSA result is a synthetic stand-in rather than human ratings."""
-    flag = str(result.attrs.get("human_is_stand_in", "")).strip().lower()
-    if flag in ("yes", "true", "1", "no", "false", "0"):
-        return flag in ("yes", "true", "1")
-    source = str(result.attrs.get("human_source", "")).lower()
-    return any(word in source for word in ("synthetic", "stand-in", "stand in", "parameter"))
-
-
-def rsa_statistic(result: xr.Dataset) -> tuple[str, str | None, str | None, bool]:
-    """Which correlation of a :func:`~lrp_faces.analysis.compare_with_humans` result to show, and its CI variables.
-
-    With individual raters (a noise ceiling or ``n_raters >= 2``) it is ``rater_correlation``, the model's mean
-    correlation with each rater, which the noise ceiling of Nili et al. (2014) bounds (its CI is
-    ``rater_ci_low``/``rater_ci_high`` where the result has them); otherwise ``correlation`` with the human RDM.
-
-    Returns
-    -------
-    (variable, ci_low variable or None, ci_high variable or None, per_rater)
-    """
-    if has_raters(result) and "rater_correlation" in result:
-        bounds = [name if name in result else None for name in ("rater_ci_low", "rater_ci_high")]
-        return "rater_correlation", bounds[0], bounds[1], True
-    return "correlation", "ci_low", "ci_high", False
-
-
-def has_raters(result: xr.Dataset) -> bool:
-    """Whether an RSA result compares with several raters' RDMs (it then has a noise ceiling)."""
-    ceiling = [result.attrs.get(f"noise_ceiling_{side}", np.nan) for side in ("lower", "upper")]
-    try:
-        finite = all(np.isfinite(float(value)) for value in ceiling)
-        raters = int(result.attrs.get("n_raters", 0) or 0)
-    except (TypeError, ValueError):
-        return False
-    return finite or raters >= 2
-
-
-def rsa_statistic_label(result: xr.Dataset) -> str:
-    """What :func:`rsa_statistic` picks, in words."""
-    if rsa_statistic(result)[3]:
-        return "mean correlation with each rater's RDM"
-    return "correlation with the raters' mean RDM" if has_raters(result) else "correlation with the human RDM"
-
-
 def rsa_bars(result: xr.Dataset) -> Figure:
     """Correlation of each model's RDM with the human RDM, per model cell and kind, with CIs and the noise ceiling.
 
@@ -266,7 +222,7 @@ def rsa_bars(result: xr.Dataset) -> Figure:
     with style():
         figure = new_figure(max(5.0, 1.1 * len(cells) * len(kinds) / 1.5 + 2.0), 4.4)
         ax = figure.add_subplot()
-        lower, upper = (float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper"))
+        lower, upper = noise_ceiling(result)
         if per_rater and np.isfinite(lower) and np.isfinite(upper):
             ax.axhspan(lower, upper, color="0.6", alpha=0.3, linewidth=0, label="noise ceiling", zorder=0)
         ax.axhline(0.0, color="black", linewidth=0.8)

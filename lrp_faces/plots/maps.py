@@ -10,10 +10,13 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..zoo import ModelSpec, ZooError
-from ._common import (MODEL_DIMS, PlotError, PlotTypeError, computed_models, model_label, new_figure, style)
+from ..formatting import model_label
+from ..result_layout import computed_models
+from ..zoo import MODEL_DIMS, ModelSpec, ZooError
+from ._common import PlotError, PlotTypeError, new_figure, style
 
-MAP_DIMS = ("image", "y", "x")
+RELEVANCE_DIMS = MODEL_DIMS + ("image", "y", "x")
+"""Dims of a cube's ``relevance``: one (y, x) map per model and image."""
 
 
 def _relevance(cube: Any) -> xr.DataArray:
@@ -21,9 +24,9 @@ def _relevance(cube: Any) -> xr.DataArray:
     if not isinstance(relevance, xr.DataArray):
         raise PlotTypeError(f"cube must be a relevance cube (xarray.Dataset with 'relevance', e.g. from "
                             f"lrp_faces.cube.open) or its relevance DataArray, got {type(cube).__name__}")
-    missing = [dim for dim in MODEL_DIMS + MAP_DIMS if dim not in relevance.dims]
+    missing = [dim for dim in RELEVANCE_DIMS if dim not in relevance.dims]
     if missing:
-        raise PlotError(f"cube.relevance must have dims {MODEL_DIMS + MAP_DIMS}; it lacks {missing} "
+        raise PlotError(f"cube.relevance must have dims {RELEVANCE_DIMS}; it lacks {missing} "
                         f"(it has {relevance.dims})")
     return relevance
 

@@ -11,9 +11,11 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ._common import (MODEL_DIMS, ORDER_LABELS, SOURCE_DIMS, TARGET_DIMS, PlotError, PlotTypeError, confidence_of,
-                      group_ticks, mean_interval, model_grid, new_figure, own_and_random, pair_matrix, palette, pretty,
-                      relation_points, require_dataset, style)
+from ..formatting import fraction_label, model_label, order_label
+from ..result_layout import (SOURCE_DIMS, TARGET_DIMS, confidence_of, masking_mode, mean_interval, model_grid,
+                             own_and_random, pair_matrix, strings)
+from ..zoo import MODEL_DIMS
+from ._common import PlotError, PlotTypeError, group_ticks, new_figure, relation_points, require_dataset, style
 
 __all__ = ["masking_curves", "generalization_heatmap", "asymmetry_heatmap", "generalization_by_relation"]
 
@@ -21,6 +23,9 @@ CURVE_METRICS = {"accuracy": "correct", "output": "output", "probability": "prob
 _COLOURS = sns.color_palette("colorblind", 10)
 ORDER_STYLE = {"morf": {"color": _COLOURS[1], "linestyle": "-"}, "lerf": {"color": _COLOURS[0], "linestyle": "--"},
                "random": {"color": _COLOURS[7], "linestyle": ":"}}
+OTHER_ORDER_STYLE = {"color": _COLOURS[4], "linestyle": "-."}
+SOURCE_ROLE = {"remove": "whose map hides the pixels", "keep": "whose map picks the pixels kept"}
+"""What the source model's map does to the images, per masking mode."""
 
 
 def _order_rank(order: str) -> int:
@@ -123,10 +128,93 @@ def _curves_from_mapping(result: Mapping, metrics: Sequence[str]) -> tuple[dict,
     return {("", ""): cell}, "replicates"
 
 
+def _check_request(result: Any, metrics: Sequence[str], lerf: xr.Dataset | None) -> None:
+    """Refuse metrics that curves do not have, and ``lerf=`` with anything but one generalisation result."""
+    if isinstance(metrics, str) or not metrics or any(metric not in CURVE_METRICS for metric in metrics):
+        raise PlotError(f"metrics must be a non-empty sequence of {tuple(CURVE_METRICS)}, got {metrics!r}")
+    if lerf is not None and not _is_generalization(result):
+        raise PlotTypeError("lerf= goes with one lrp_faces.masking.generalization result (MoRF); for curves results "
+                            "give the LeRF curves in the mapping, e.g. {'morf': ..., 'lerf': ..., 'random': ...}")
+
+
+def _collect_panels(result: Any, metrics: Sequence[str], lerf: xr.Dataset | None) -> tuple[dict, str, list]:
+    """The curves of every panel ({cell: {order: {metric: (fractions, [per-replicate (F, N)])}}}), what the
+    replicates are ("seeds" or "replicates") and every input Dataset, from any form :func:`masking_curves` takes."""
+    if _is_generalization(result):
+        panels, replicates = _curves_from_generalization({str(result.attrs.get("order", "morf")): result}, metrics)
+        if lerf is None:
+            return panels, replicates, [result]
+        _add_self_masking(panels, result, lerf, metrics)
+        panels = {cell: {order: curves[order] for order in sorted(curves, key=_order_rank)}
+                  for cell, curves in panels.items()}
+        return panels, replicates, [result, lerf]
+    if isinstance(result, Mapping) and result and all(_is_generalization(item) for item in result.values()):
+        panels, replicates = _curves_from_generalization({str(key): item for key, item in result.items()}, metrics)
+        return panels, replicates, list(result.values())
+    if isinstance(result, Mapping) and not isinstance(result, xr.Dataset):
+        panels, replicates = _curves_from_mapping(result, metrics)
+        inputs = [item for items in result.values() for item in ([items] if isinstance(items, xr.Dataset) else items)]
+        return panels, replicates, inputs
+    raise PlotTypeError(f"result must be a lrp_faces.masking.generalization Dataset or a mapping order -> "
+                        f"masking.curves Dataset(s); got {type(result).__name__}"
+                        + (" without source_/target_ dims" if isinstance(result, xr.Dataset) else ""))
+
+
+def _shared_mode(inputs: Sequence[xr.Dataset]) -> str:
+    """The masking mode of all the curves of a figure (:func:`~lrp_faces.result_layout.masking_mode`)."""
+    modes = sorted({masking_mode(item) for item in inputs})
+    if len(modes) > 1:
+        raise PlotError(f"the curves to draw were masked in different modes {modes} (the result's attribute "
+                        f"'mode'); draw the curves of one mode per figure")
+    return modes[0]
+
+
+def _draw_curves(ax, curves: Mapping[str, dict], metric: str, confidence: float, replicates: str,
+                 mode: str) -> set[str]:
+    """Each order's mean curve of ``metric`` in one panel, with its CI band: over replicates where there are two or
+    more, else over images. Returns what the bands are over."""
+    notes = set()
+    for order, by_metric in curves.items():
+        fractions, values = by_metric[metric]
+        if len(values) >= 2:
+            per_replicate = np.array([np.nanmean(item, axis=-1) for item in values])
+            mean, low, high = mean_interval(per_replicate, 0, confidence)
+            notes.add(f"over {len(values)} {replicates}")
+        else:
+            mean, low, high = mean_interval(values[0], -1, confidence)
+            notes.add(f"over images (1 {replicates[:-1]})")
+        line_style = ORDER_STYLE.get(order, OTHER_ORDER_STYLE)
+        ax.plot(fractions, mean, label=order_label(order, mode), linewidth=2, **line_style)
+        if metric != "output":  # accuracy and probability live in [0, 1]
+            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+        if np.isfinite(low).any():
+            ax.fill_between(fractions, low, high, color=line_style["color"], alpha=0.2, linewidth=0)
+    return notes
+
+
+def _label_axes(axes: np.ndarray, cells: Sequence[tuple[str, str]], metrics: Sequence[str], attrs: Mapping,
+                mode: str) -> None:
+    """Cell titles on the top row, the fraction (hidden or kept, of pixels or patches) on the bottom row and the
+    metrics on the left column."""
+    units = "patches" if int(attrs.get("patch", 1) or 1) > 1 else "pixels"
+    ylabels = {"accuracy": "accuracy", "probability": "probability of the true class",
+               "output": "contrastive output" if int(attrs.get("contrastive", 1)) else "logit of the true class"}
+    for column, cell in enumerate(cells):
+        if cell != ("", ""):
+            axes[0, column].set_title(model_label(*cell))
+        axes[-1, column].set_xlabel(fraction_label(mode, units))
+    for row, metric in enumerate(metrics):
+        axes[row, 0].set_ylabel(ylabels[metric])
+
+
 def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Dataset]],
                    metrics: Sequence[str] = ("accuracy", "output"), confidence: float | None = None, *,
                    lerf: xr.Dataset | None = None) -> Figure:
-    """Accuracy and explained output against the fraction of pixels hidden, per hiding order, with CI bands.
+    """Accuracy and explained output against the fraction of pixels masked, per order, with CI bands.
+
+    The fraction is what the results' ``mode`` attribute says: hidden (``"remove"``: the first pixels of the order
+    are filled) or kept (``"keep"``: the first pixels of the order stay and the rest is filled, so the curves rise
+    with the fraction). The axis, legend and title say which; all curves of a figure must share one mode.
 
     Parameters
     ----------
@@ -149,71 +237,33 @@ def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Da
     -------
     matplotlib.figure.Figure
         ``len(metrics)`` rows x one column per cell.
+
+    Raises
+    ------
+    PlotError
+        Unknown metrics, results without their variables, curves that do not match (fractions, images, models) or
+        that were masked in different modes.
+    PlotTypeError
+        A result of another kind.
     """
-    if isinstance(metrics, str) or not metrics or any(metric not in CURVE_METRICS for metric in metrics):
-        raise PlotError(f"metrics must be a non-empty sequence of {tuple(CURVE_METRICS)}, got {metrics!r}")
-    if lerf is not None and not _is_generalization(result):
-        raise PlotTypeError("lerf= goes with one lrp_faces.masking.generalization result (MoRF); for curves results "
-                            "give the LeRF curves in the mapping, e.g. {'morf': ..., 'lerf': ..., 'random': ...}")
-    if _is_generalization(result):
-        panels, replicate_name = _curves_from_generalization({str(result.attrs.get("order", "morf")): result},
-                                                             metrics)
-        if lerf is not None:
-            _add_self_masking(panels, result, lerf, metrics)
-            panels = {cell: {order: curves[order] for order in sorted(curves, key=_order_rank)}
-                      for cell, curves in panels.items()}
-        attrs = result.attrs
-    elif isinstance(result, Mapping) and result and all(_is_generalization(item) for item in result.values()):
-        panels, replicate_name = _curves_from_generalization({str(key): item for key, item in result.items()},
-                                                             metrics)
-        attrs = next(iter(result.values())).attrs
-    elif isinstance(result, Mapping) and not isinstance(result, xr.Dataset):
-        panels, replicate_name = _curves_from_mapping(result, metrics)
-        first = next(iter(result.values()))
-        attrs = (first if isinstance(first, xr.Dataset) else first[0]).attrs
-    else:
-        raise PlotTypeError(f"result must be a lrp_faces.masking.generalization Dataset or a mapping order -> "
-                            f"masking.curves Dataset(s); got {type(result).__name__}"
-                            + (" without source_/target_ dims" if isinstance(result, xr.Dataset) else ""))
-    confidence = confidence if confidence is not None else confidence_of(
-        result if isinstance(result, xr.Dataset) else xr.Dataset(attrs=dict(attrs)))
-    units = "patches" if int(attrs.get("patch", 1) or 1) > 1 else "pixels"
-    ylabels = {"accuracy": "accuracy", "probability": "probability of the true class",
-               "output": "contrastive output" if int(attrs.get("contrastive", 1)) else "logit of the true class"}
+    _check_request(result, metrics, lerf)
+    panels, replicates, inputs = _collect_panels(result, metrics, lerf)
+    attrs, mode = inputs[0].attrs, _shared_mode(inputs)
+    confidence = confidence if confidence is not None else confidence_of(attrs)
     cells = list(panels)
-    band_notes = set()
+    band_notes: set[str] = set()
     with style(1.0):
         figure = new_figure(2.6 * len(cells) + 0.8, 2.4 * len(metrics) + 0.9)
         axes = figure.subplots(len(metrics), len(cells), squeeze=False, sharex=True, sharey="row")
         for column, cell in enumerate(cells):
             for row, metric in enumerate(metrics):
-                ax = axes[row, column]
-                for order, by_metric in panels[cell].items():
-                    fractions, replicates = by_metric[metric]
-                    per_replicate = np.array([np.nanmean(values, axis=-1) for values in replicates])
-                    if len(replicates) >= 2:
-                        mean, low, high = mean_interval(per_replicate, 0, confidence)
-                        band_notes.add(f"over {len(replicates)} {replicate_name}")
-                    else:
-                        mean, low, high = mean_interval(replicates[0], -1, confidence)
-                        band_notes.add(f"over images (1 {replicate_name[:-1]})")
-                    line_style = ORDER_STYLE.get(order, {"color": palette(5)[4], "linestyle": "-."})
-                    ax.plot(fractions, mean, label=pretty(order, ORDER_LABELS), linewidth=2, **line_style)
-                    if metric != "output":  # accuracy and probability live in [0, 1]
-                        low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
-                    if np.isfinite(low).any():
-                        ax.fill_between(fractions, low, high, color=line_style["color"], alpha=0.2, linewidth=0)
-                if row == 0 and cell != ("", ""):
-                    ax.set_title(f"{cell[0]} · {cell[1]}")
-                if row == len(metrics) - 1:
-                    ax.set_xlabel(f"fraction of {units} hidden")
-                if column == 0:
-                    ax.set_ylabel(ylabels[metric])
+                band_notes |= _draw_curves(axes[row, column], panels[cell], metric, confidence, replicates, mode)
+        _label_axes(axes, cells, metrics, attrs, mode)
         handles, labels = axes[0, 0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-        fill = attrs.get("fill", "")
-        figure.suptitle(f"Masking curves{f' (fill: {fill})' if fill else ''}; bands: {confidence:.0%} CI "
-                        f"{', '.join(sorted(band_notes))}", fontsize="medium")
+        how = ", ".join([f"mode: {mode}"] + ([f"fill: {attrs['fill']}"] if attrs.get("fill") else []))
+        figure.suptitle(f"Masking curves ({how}); bands: {confidence:.0%} CI {', '.join(sorted(band_notes))}",
+                        fontsize="medium")
     return figure
 
 
@@ -236,7 +286,7 @@ def _heatmap(result: xr.Dataset, values: np.ndarray, annotations: np.ndarray | N
     group_ticks(ax, models, "x")
     group_ticks(ax, models, "y")
     ax.set_xlabel("target model (scored on the masked images)")
-    ax.set_ylabel("source model (whose map hides the pixels)")
+    ax.set_ylabel(f"source model ({SOURCE_ROLE.get(masking_mode(result), 'whose map masks the images')})")
     ax.set_title(title)
     return figure, ax
 
@@ -360,8 +410,7 @@ def generalization_by_relation(result: xr.Dataset, include_same_model: bool = Fa
 
 
 def _pair_matrix_strings(variable: xr.DataArray) -> np.ndarray:
-    values = variable.transpose(*SOURCE_DIMS, *TARGET_DIMS).values
-    values = np.vectorize(lambda value: value.decode() if isinstance(value, bytes) else str(value))(values)
+    values = strings(variable.transpose(*SOURCE_DIMS, *TARGET_DIMS).values)
     count = int(np.sqrt(values.size))
     return values.reshape(count, count)
 

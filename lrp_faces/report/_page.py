@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import datetime
 import html
+import io
 import json
 import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,11 +15,14 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from .. import plots
+from ..errors import LRPFacesError
+from ..files import write_bytes_atomic, write_text_atomic
+from ..formatting import fraction_label
+from ..result_layout import is_stand_in, masking_mode
 from .readings import (asymmetry_reading, curves_reading, generalization_reading, grid_reading, methods_reading,
                         regions_reading, relation_reading, rsa_reading, similarity_reading)
 from .tables import (ground_truth_table, methods_table, model_accuracy, relation_table, rsa_table, similarity_table,
                      study_tables, table)
-from ..errors import LRPFacesError
 
 __all__ = ["write_report", "ReportError", "RESULT_FILES", "FIGURES"]
 
@@ -29,6 +33,11 @@ FIGURES = ("relevance_grid", "masking_curves", "generalization_heatmap", "asymme
            "generalization_by_relation", "similarity_by_relation", "region_relevance", "method_comparison",
            "rsa_bars")
 """Figure files the report writes (``figures/{name}.png`` and ``.svg``)."""
+SECTIONS = {"settings": "Study settings", "zoo": "Model zoo", "maps": "Relevance maps",
+            "masking": "Masking and generalisation", "similarity": "Similarity of maps",
+            "regions": "Face regions and ground truth", "methods": "Attribution methods",
+            "rsa": "Comparison with human similarity", "files": "Result files"}
+"""Anchor -> title of each section of the page, in page order."""
 PNG_DPI = 130
 
 
@@ -128,44 +137,46 @@ def _open_result(path: Path, key: str) -> tuple[xr.Dataset | None, str | None]:
 
 
 # ------------------------------------------------------------------------------------------------------ writing
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class _Page:
-    """Sections of the page and the figure files written for them."""
+    """Sections of the page and the figure files made for them, held in memory until the page is complete."""
 
     def __init__(self, out: Path, results: Path):
         self.out, self.results = out, results
         self.figures = out / "figures"
         self.sections: list[tuple[str, str, str]] = []  # (anchor, title, body html)
         self.findings: list[str] = []
-        self.written: set[str] = set()
+        self.files: dict[str, bytes] = {}  # figure file name -> content
 
-    def figure(self, name: str, figure: Figure, reading: str, alt: str) -> str:
+    def figure(self, name: str, figure: Figure, reading: str, alt: str, finding: bool = False) -> str:
+        """The HTML of a figure with its reading as the caption (and the reading's first sentence among the main
+        findings); the PNG and SVG are kept for :meth:`write`."""
         for suffix in ("png", "svg"):
-            _write_atomically(self.figures / f"{name}.{suffix}",
-                              lambda file, suffix=suffix: figure.savefig(file, format=suffix, dpi=PNG_DPI))
-            self.written.add(f"{name}.{suffix}")
+            content = io.BytesIO()
+            figure.savefig(content, format=suffix, dpi=PNG_DPI)
+            self.files[f"{name}.{suffix}"] = content.getvalue()
             figure.set_layout_engine("none")  # keep the layout of the first save instead of computing it again
+        if finding:
+            self.findings.append(_first_sentence(reading))
         width, height = (figure.get_size_inches() * PNG_DPI).round().astype(int)
         return (f'<figure><img src="figures/{name}.png" width="{width}" height="{height}" alt="{_e(alt)}">'
                 f'<figcaption>{_e(reading)} <a href="figures/{name}.svg">SVG</a></figcaption></figure>')
 
-    def add(self, anchor: str, title: str, body: str) -> None:
-        self.sections.append((anchor, title, body))
+    def add(self, anchor: str, body: str) -> None:
+        self.sections.append((anchor, SECTIONS[anchor], body))
 
     def link(self, file: Path) -> str:
         relative = os.path.relpath(file, self.out)
         return f'<a class="path" href="{_e(Path(relative).as_posix())}">{_e(str(file))}</a>'
+
+    def write(self, text: str) -> Path:
+        """Write the figures, then the page, each atomically, and remove the figures of sections that are gone."""
+        for name, content in self.files.items():
+            write_bytes_atomic(self.figures / name, content)
+        index = write_text_atomic(self.out / "index.html", text)
+        for stale in self.figures.glob("*"):
+            if stale.stem in FIGURES and stale.suffix in (".png", ".svg") and stale.name not in self.files:
+                stale.unlink()
+        return index
 
 
 def _e(text: Any) -> str:
@@ -184,6 +195,16 @@ def _first_sentence(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class _Context:
+    """What sections need besides their result: the study record, the faces and the LeRF curves of the models."""
+
+    study: dict
+    images: Any = None
+    lerf: xr.Dataset | None = None
+    lerf_note: str | None = None
+
+
 def _models_section(page: _Page, study: dict, study_note: str | None, cube: xr.Dataset | None) -> None:
     settings_html, zoo_rows, zoo_headers = study_tables(study)
     has_accuracy = any(header == "accuracy" for header in zoo_headers)
@@ -196,31 +217,23 @@ def _models_section(page: _Page, study: dict, study_note: str | None, cube: xr.D
         else:
             zoo_rows = [[name, value] for name, value in accuracy.items()]
     body = (_p(study_note, "note") if study_note else "") + settings_html
-    page.add("settings", "Study settings", body or _p("No settings recorded.", "note"))
-    page.add("zoo", "Model zoo", table(zoo_headers, zoo_rows) if zoo_rows else
+    page.add("settings", body or _p("No settings recorded.", "note"))
+    page.add("zoo", table(zoo_headers, zoo_rows) if zoo_rows else
              _p("No zoo table: neither study.json nor the cube lists the models.", "note"))
 
 
-def _maps_section(page: _Page, cube: xr.Dataset | None, note: str | None, images: Any) -> None:
-    if cube is None:
-        page.add("maps", "Relevance maps", _p(note, "note"))
-        return
-    figure = plots.relevance_grid(cube, images)
-    reading = grid_reading(cube)
-    page.findings.append(_first_sentence(reading))
-    body = page.figure("relevance_grid", figure, reading, "relevance maps overlaid on faces, images by models")
-    if images is None:
+def _maps_body(page: _Page, cube: xr.Dataset, context: _Context) -> str:
+    body = page.figure("relevance_grid", plots.relevance_grid(cube, context.images), grid_reading(cube),
+                       "relevance maps overlaid on faces, images by models", finding=True)
+    if context.images is None:
         body += _p("The faces are not shown under the maps: the report was written without the images.", "note")
-    page.add("maps", "Relevance maps", body)
+    return body
 
 
-def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None, lerf: xr.Dataset | None = None,
-                     lerf_note: str | None = None) -> None:
-    if result is None:
-        page.add("masking", "Masking and generalisation", _p(note, "note"))
-        return
-    generalization = generalization_reading(result)
-    page.findings.append(_first_sentence(generalization))
+def _masking_curves_figure(page: _Page, result: xr.Dataset, context: _Context) -> str:
+    """The masking curves, with the models' LeRF curves where ``masking_lerf.nc`` matches the result, and a note
+    where it is missing or does not match."""
+    lerf, lerf_note = context.lerf, context.lerf_note
     curves = None
     if lerf is not None:
         try:
@@ -232,9 +245,16 @@ def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None, l
     elif lerf_note is not None and "is not in the results directory" in lerf_note:
         lerf_note = (f"No LeRF curves: {RESULT_FILES['masking_lerf']} is not in the results directory (`lrp-faces "
                      f"mask` writes it).")
+    alt = f"masking curves: accuracy and output against the {fraction_label(masking_mode(result))}"
     body = page.figure("masking_curves", curves if curves is not None else plots.masking_curves(result),
-                       curves_reading(result, lerf), "masking curves: accuracy and output against the fraction hidden")
-    body += _p(lerf_note, "note") if lerf_note else ""
+                       curves_reading(result, lerf), alt)
+    return body + (_p(lerf_note, "note") if lerf_note else "")
+
+
+def _masking_body(page: _Page, result: xr.Dataset, context: _Context) -> str:
+    generalization = generalization_reading(result)
+    page.findings.append(_first_sentence(generalization))
+    body = _masking_curves_figure(page, result, context)
     body += "<h3>Generalisation of maps between models</h3>"
     body += page.figure("generalization_heatmap", plots.generalization_heatmap(result), generalization,
                         "heatmap of the generalisation index, source by target model")
@@ -242,37 +262,24 @@ def _masking_section(page: _Page, result: xr.Dataset | None, note: str | None, l
                         relation_reading(result), "generalisation index by relation with confidence intervals")
     body += relation_table(result)
     body += "<h3>Asymmetry</h3>"
-    body += page.figure("asymmetry_heatmap", plots.asymmetry_heatmap(result), asymmetry_reading(result),
-                        "heatmap of the asymmetry of the generalisation index")
-    page.add("masking", "Masking and generalisation", body)
+    return body + page.figure("asymmetry_heatmap", plots.asymmetry_heatmap(result), asymmetry_reading(result),
+                              "heatmap of the asymmetry of the generalisation index")
 
 
-def _similarity_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
-    if result is None:
-        page.add("similarity", "Similarity of maps", _p(note, "note"))
-        return
-    reading = similarity_reading(result)
-    page.findings.append(_first_sentence(reading))
-    body = page.figure("similarity_by_relation", plots.similarity_by_relation(result), reading,
-                       "map similarity by relation with confidence intervals")
-    page.add("similarity", "Similarity of maps", body + similarity_table(result))
+def _similarity_body(page: _Page, result: xr.Dataset, context: _Context) -> str:
+    return page.figure("similarity_by_relation", plots.similarity_by_relation(result), similarity_reading(result),
+                       "map similarity by relation with confidence intervals", finding=True) + similarity_table(result)
 
 
-def _regions_section(page: _Page, result: xr.Dataset | None, note: str | None, study: dict) -> None:
-    if result is None:
-        page.add("regions", "Face regions and ground truth", _p(note, "note"))
-        return
+def _regions_body(page: _Page, result: xr.Dataset, context: _Context) -> str:
     body = ""
     if "share" in result:
-        task_regions = _task_regions(study, result)
-        reading = regions_reading(result)
-        page.findings.append(_first_sentence(reading))
-        body += page.figure("region_relevance", plots.region_relevance(result, task_regions=task_regions), reading,
-                            "bar chart of the share of relevance per face region")
+        figure = plots.region_relevance(result, task_regions=_task_regions(context.study, result))
+        body += page.figure("region_relevance", figure, regions_reading(result),
+                            "bar chart of the share of relevance per face region", finding=True)
     ground_truth = ground_truth_table(result)
-    body += ("<h3>Ground truth</h3>" + ground_truth) if ground_truth else _p(
-        "No ground-truth metrics: the data set has no region masks.", "note")
-    page.add("regions", "Face regions and ground truth", body)
+    return body + (("<h3>Ground truth</h3>" + ground_truth) if ground_truth else _p(
+        "No ground-truth metrics: the data set has no region masks.", "note"))
 
 
 def _task_regions(study: dict, result: xr.Dataset) -> dict | None:
@@ -285,29 +292,24 @@ def _task_regions(study: dict, result: xr.Dataset) -> dict | None:
     return dict(TASK_REGIONS) if synthetic and regions <= set(REGIONS) else None
 
 
-def _methods_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
-    if result is None:
-        page.add("methods", "Attribution methods", _p(note, "note"))
-        return
-    reading = methods_reading(result)
-    page.findings.append(_first_sentence(reading))
-    body = page.figure("method_comparison", plots.method_comparison(result), reading,
-                       "attribution methods compared on each metric")
-    page.add("methods", "Attribution methods", body + methods_table(result))
+def _methods_body(page: _Page, result: xr.Dataset, context: _Context) -> str:
+    return page.figure("method_comparison", plots.method_comparison(result), methods_reading(result),
+                       "attribution methods compared on each metric", finding=True) + methods_table(result)
 
 
-def _rsa_section(page: _Page, result: xr.Dataset | None, note: str | None) -> None:
-    if result is None:
-        page.add("rsa", "Comparison with human similarity", _p(note, "note"))
-        return
-    reading = rsa_reading(result)
-    page.findings.append(_first_sentence(reading))
-    body = ""
-    if plots.analysis.is_stand_in(result):
-        body += _p(f"Not human data: the “human” RDM of this study is {result.attrs.get('human_source')}.",
-                   "warning")
-    body += page.figure("rsa_bars", plots.rsa_bars(result), reading, "bar chart of RDM correlations with humans")
-    page.add("rsa", "Comparison with human similarity", body + rsa_table(result))
+def _rsa_body(page: _Page, result: xr.Dataset, context: _Context) -> str:
+    warning = _p(f"Not human data: the “human” RDM of this study is {result.attrs.get('human_source')}.",
+                 "warning") if is_stand_in(result) else ""
+    return warning + page.figure("rsa_bars", plots.rsa_bars(result), rsa_reading(result),
+                                 "bar chart of RDM correlations with humans", finding=True) + rsa_table(result)
+
+
+SECTION_BODIES: dict[str, Callable[[_Page, xr.Dataset, _Context], str]] = {
+    "cube": _maps_body, "masking": _masking_body, "similarity": _similarity_body, "regions": _regions_body,
+    "methods": _methods_body, "rsa": _rsa_body}
+"""The body of the section of each result, drawn when the result is there."""
+SECTION_OF = {"cube": "maps"}
+"""The anchor of each result's section where it is not the result's key."""
 
 
 def _files_section(page: _Page, found: dict[str, bool]) -> None:
@@ -319,7 +321,7 @@ def _files_section(page: _Page, found: dict[str, bool]) -> None:
     rows.append(["settings", page.link(page.results / "study.json") if (page.results / "study.json").is_file()
                  else _e(page.results / "study.json"), "present" if (page.results / "study.json").is_file()
                  else "missing"])
-    page.add("files", "Result files", table(["result", "path", "status"], rows, raw_columns=(1,)))
+    page.add("files", table(["result", "path", "status"], rows, raw_columns=(1,)))
 
 
 # -------------------------------------------------------------------------------------------------------- page
@@ -362,7 +364,8 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     Returns
     -------
     Path
-        The written ``index.html``.
+        The written ``index.html``. The page and its figures are made in memory first and then written, each file
+        atomically, so that a failure (a result that cannot be drawn, a full disk) leaves the previous report.
 
     Raises
     ------
@@ -371,41 +374,31 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     """
     results = _check_directory(results_dir)
     out = Path(out).expanduser() if out is not None else results / "report"
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     page = _Page(out, results)
     study, study_note = _load_study(results)
-    sections = {"similarity": _similarity_section, "methods": _methods_section, "rsa": _rsa_section}
     found: dict[str, bool] = {}
     cube = None
-    keys = [key for key in RESULT_FILES if key != "masking_lerf"]  # read with masking
+    keys = list(SECTION_BODIES)  # masking_lerf is read with masking
     try:
         with tqdm(total=len(keys), desc="report", unit="section", disable=not progress) as bar:
             for key in keys:
                 bar.set_postfix_str(key)
                 result, note = _open_result(results, key)
                 found[key] = result is not None
-                if key == "masking":
-                    lerf, lerf_note = _open_result(results, "masking_lerf")
-                    found["masking_lerf"] = lerf is not None
-                    _masking_section(page, result, note, lerf, lerf_note)
-                elif key == "cube":
+                context = _Context(study, images)
+                if key == "cube":
                     cube = result
                     _models_section(page, study, study_note, cube)
-                    _maps_section(page, cube, note, images)
-                elif key == "regions":
-                    _regions_section(page, result, note, study)
-                else:
-                    sections[key](page, result, note)
+                elif key == "masking":
+                    lerf, lerf_note = _open_result(results, "masking_lerf")
+                    found["masking_lerf"] = lerf is not None
+                    context = _Context(study, images, lerf, lerf_note)
+                anchor = SECTION_OF.get(key, key)
+                page.add(anchor, _p(note, "note") if result is None else SECTION_BODIES[key](page, result, context))
                 bar.update()
     finally:
         if cube is not None:
             cube.close()
     _files_section(page, found)
     title = str(study.get("title") or study.get("name") or "lrp-faces study report")
-    text = _render(page, title, f"Results in {results.resolve()}")
-    index = out / "index.html"
-    _write_atomically(index, lambda file: file.write_text(text, encoding="utf-8"))
-    for stale in page.figures.glob("*"):  # figures of sections that are gone now
-        if stale.stem in FIGURES and stale.suffix in (".png", ".svg") and stale.name not in page.written:
-            stale.unlink()
-    return index
+    return page.write(_render(page, title, f"Results in {results.resolve()}"))

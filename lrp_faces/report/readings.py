@@ -5,10 +5,11 @@ import numpy as np
 import xarray as xr
 
 from ..analysis import METHOD_DIM
-from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, confidence_of,
-                             format_interval, model_grid, own_and_random, pair_matrix, pretty,
-                             seed_summary, strings)
-from ..plots.analysis import SIMILARITY_LABELS, has_raters, rsa_statistic
+from ..formatting import (KIND_LABELS, MASKED_PIXELS, METRIC_LABELS, RELATION_LABELS, SIMILARITY_LABELS,
+                          format_interval, format_number, pretty)
+from ..result_layout import (aopc_definition, computed_models, confidence_of, has_raters, masking_mode, model_grid,
+                             noise_ceiling, own_and_random, pair_matrix, rsa_statistic, seed_summary, strings)
+from ..zoo import MODEL_DIMS
 
 __all__ = ["grid_reading", "curves_reading", "generalization_reading", "relation_reading", "asymmetry_reading",
            "similarity_reading", "regions_reading", "methods_reading", "rsa_reading"]
@@ -66,32 +67,49 @@ def grid_reading(cube: xr.Dataset) -> str:
 
 def curves_reading(result: xr.Dataset, lerf: xr.Dataset | None = None) -> str:
     """The masking curves at the first fraction >= 10 %: the result's order against random (and LeRF, from the
-    models' self-masking curves ``lerf``, when given), then the AOPCs."""
-    order = str(result.attrs.get("order", "morf"))
+    models' self-masking curves ``lerf``, when given), then the AOPCs; in the words of the result's ``mode``, pixels
+    hidden (``remove``) or kept (``keep``), and with its AOPC as the result defines it."""
+    order, mode = str(result.attrs.get("order", "morf")), masking_mode(result)
     fractions = np.asarray(result["fraction"].values, dtype=np.float64)
     positive = np.flatnonzero(fractions >= 0.1 - 1e-9)
     step = int(positive[0]) if positive.size else len(fractions) - 1
+    share = f"{fractions[step]:.0%}"
     own, random = own_and_random(result, "correct")
     unmasked = float(np.mean(result["unmasked_accuracy"].values)) if "unmasked_accuracy" in result else np.nan
-    which = "most" if order == "morf" else "least"
-    versus = f"{np.nanmean(random[:, step]):.0%} for a random {fractions[step]:.0%}"
+    versus = f"{np.nanmean(random[:, step]):.0%} for a random {share}"
     if lerf is not None and "correct" in lerf:
         at = np.flatnonzero(np.isclose(np.asarray(lerf["fraction"].values, dtype=np.float64), fractions[step]))
         if at.size:
             least = float(np.nanmean(lerf["correct"].isel(fraction=int(at[0])).values))
-            versus = f"{least:.0%} when the {fractions[step]:.0%} least relevant are hidden (LeRF) and {versus}"
-    order_name = ORDER_NAMES.get(order, order)
-    first = (f"Hiding the {fractions[step]:.0%} {which} relevant pixels ({order_name}) changes accuracy from "
-             f"{unmasked:.0%} to {np.nanmean(own[:, step]):.0%} on average over the {own.shape[0]} models, against "
-             f"{versus}.")
+            versus = (f"{least:.0%} when the {share} least relevant are {MASKED_PIXELS.get(mode, 'masked')} (LeRF) "
+                      f"and {versus}")
+    chosen = f"the {share} {'most' if order == 'morf' else 'least'} relevant pixels ({ORDER_NAMES.get(order, order)})"
+    models = f"on average over the {own.shape[0]} models"
+    if mode == "keep":
+        first = (f"Keeping only {chosen} and filling the rest gives an accuracy of {np.nanmean(own[:, step]):.0%} "
+                 f"{models} ({unmasked:.0%} unmasked), against {versus}.")
+    else:
+        verb = "Hiding" if mode == "remove" else f"Masking (mode {mode!r})"
+        first = (f"{verb} {chosen} changes accuracy from {unmasked:.0%} to {np.nanmean(own[:, step]):.0%} {models}, "
+                 f"against {versus}.")
     if "aopc" not in result or "random_aopc" not in result:
         return first
+    return f"{first} {_aopc_sentence(result, mode)}"
+
+
+def _aopc_sentence(result: xr.Dataset, mode: str) -> str:
+    """The AOPC with the models' own maps and with a random order, as the result defines it."""
+    own = format_number(np.nanmean(np.diag(pair_matrix(result, "aopc"))))
+    random = format_number(np.nanmean(result["random_aopc"].values))
+    definition = aopc_definition(result)
+    if mode == "keep":
+        stated = f"defined as {definition}" if definition else "the result does not state how it is defined"
+        return f"The AOPC of the keep curves ({stated}) is {own} with the models' own maps and {random} with a " \
+               f"random order."
     score = "the explained output" if result.attrs.get("score", "output") == "output" else \
         "the probability of the true class"
-    own_aopc = np.nanmean(np.diag(pair_matrix(result, "aopc")))
-    random_aopc = np.nanmean(result["random_aopc"].values)
-    return (f"{first} Averaged over all fractions, {score} drops by {own_aopc:.2f} with the models' own maps (AOPC) "
-            f"and by {random_aopc:.2f} with a random order.")
+    return (f"Averaged over all fractions, {score} drops by {own} with the models' own maps and by {random} with a "
+            f"random order (AOPC{f': {definition}' if definition else ''}).")
 
 
 def generalization_reading(result: xr.Dataset) -> str:
@@ -112,7 +130,7 @@ def generalization_reading(result: xr.Dataset) -> str:
 
 
 def _confidence(result: xr.Dataset) -> str:
-    return f"{float(result.attrs.get('confidence', 0.95)):.0%}"
+    return f"{confidence_of(result):.0%}"
 
 
 def relation_reading(result: xr.Dataset) -> str:
@@ -245,7 +263,7 @@ def methods_reading(result: xr.Dataset) -> str:
 def rsa_cells(result: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The statistic :func:`lrp_faces.plots.rsa_bars` draws, over seeds: (values (P, T, S, K), mean, lower, upper
     (P, T, K)), with a t-interval over seeds at the result's confidence, or with one seed that model's bootstrap CI
-    (NaN without one), as ``plots._common.seed_summary``."""
+    (NaN without one), as :func:`lrp_faces.result_layout.seed_summary`."""
     statistic, low_name, high_name, _ = rsa_statistic(result)
     shape = tuple(result.sizes[dim] for dim in MODEL_DIMS + ("kind",))
     values, low, high = (np.asarray(result[name].transpose(*MODEL_DIMS, "kind").values, dtype=np.float64)
@@ -253,17 +271,6 @@ def rsa_cells(result: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
                          for name in (statistic, low_name, high_name))
     mean, lower, upper = seed_summary(values, low, high, confidence_of(result), axis=2)  # (pretraining, task, kind)
     return values, mean, lower, upper
-
-
-def noise_ceiling(result: xr.Dataset) -> tuple[float, float]:
-    """(lower, upper) noise ceiling of an RSA result; NaN without raters."""
-    bounds = []
-    for side in ("lower", "upper"):
-        try:
-            bounds.append(float(result.attrs.get(f"noise_ceiling_{side}", np.nan)))
-        except (TypeError, ValueError):
-            bounds.append(np.nan)
-    return bounds[0], bounds[1]
 
 
 def rsa_reading(result: xr.Dataset) -> str:

@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
 
 from ..analysis import METHOD_DIM
-from ..plots._common import (KIND_LABELS, METRIC_LABELS, MODEL_DIMS, RELATION_LABELS, computed_models, confidence_of,
-                             format_interval, pretty, seed_summary, strings)
-from ..plots.analysis import SIMILARITY_LABELS, rsa_statistic, rsa_statistic_label
-from ..zoo import ModelSpec, ZooError
+from ..formatting import (KIND_LABELS, METRIC_LABELS, RELATION_LABELS, SIMILARITY_LABELS, format_interval,
+                          format_number, format_setting, pretty)
+from ..result_layout import (computed_models, confidence_of, noise_ceiling, rsa_statistic, rsa_statistic_label,
+                             seed_summary, strings)
+from ..zoo import MODEL_DIMS, ModelSpec, ZooError
 
-__all__ = ["table", "settings_html", "study_tables", "model_accuracy", "relation_table", "similarity_table",
-           "ground_truth_table", "methods_table", "rsa_table"]
+__all__ = ["table", "settings_html", "dataset_settings", "study_tables", "model_accuracy", "relation_table",
+           "similarity_table", "ground_truth_table", "methods_table", "rsa_table"]
 
 MAX_VALUE_CHARS = 300
+FILE_KINDS = ("manifest", "celeba", "folders")
+KIND_SETTINGS = {"identities": ("synthetic",), "images_per_identity": ("synthetic",), "seed": ("synthetic",),
+                 "nuisance": ("synthetic",), "path": FILE_KINDS, "on_error": FILE_KINDS, "check": FILE_KINDS,
+                 "image_root": ("manifest",), "split": ("celeba",)}
+"""Settings of a study's ``[dataset]`` that apply to some kinds of data set only (the generator's settings to
+``synthetic``; the demo's faces are set by the demo zoo). The others (``kind``, ``image_size``, ``max_images``,
+``labels``) apply to every kind."""
 COLLAPSE_OVER = 16  # flat settings tables with more values than this are collapsed
 
 
@@ -42,7 +49,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
         for key, item in value.items():
             rows.extend(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return rows
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = format_setting(value)
     return [(prefix, text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + " …")]
 
 
@@ -61,7 +68,7 @@ def _model_id(entry: dict) -> str | None:
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1%}" if 0.0 <= value <= 1.0 else f"{value:.4g}"
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    return format_setting(value)
 
 
 def _split(value: Any, prefix: str, rows: list, blocks: list) -> None:
@@ -95,6 +102,15 @@ def _card(name: str, rows: list, blocks: list) -> str:
     return f'<div class="card"><h4>{html.escape(name)}</h4>{rows_html}{details}</div>'
 
 
+def dataset_settings(dataset: dict) -> dict:
+    """The settings of a study's ``[dataset]`` that apply to its ``kind`` (:data:`KIND_SETTINGS`); all of them when
+    the kind is not given."""
+    kind = dataset.get("kind")
+    if kind is None:
+        return dataset
+    return {key: value for key, value in dataset.items() if kind in KIND_SETTINGS.get(key, (kind,))}
+
+
 def settings_html(study: dict) -> str:
     """The study's settings as small key/value tables, one per group (study, zoo, dataset, ...), in a grid; long flat
     tables (e.g. the demo zoo's training settings) and the versions, timings and result records collapsed."""
@@ -105,6 +121,8 @@ def settings_html(study: dict) -> str:
             continue
         if key == "settings" and isinstance(value, dict):
             for name, item in value.items():
+                if name == "dataset" and isinstance(item, dict):
+                    item = dataset_settings(item)
                 if isinstance(item, dict) and item:
                     rows, blocks = groups.setdefault(str(name), ([], []))
                     _split(item, "", rows, blocks)
@@ -158,14 +176,10 @@ def relation_table(result: xr.Dataset) -> str:
                      else "", format_interval(value("summary_generalization_index"),
                                               value("summary_generalization_index_ci_low"),
                                               value("summary_generalization_index_ci_high")),
-                     _number(value("summary_aopc")), _number(value("summary_abs_asymmetry"))])
-    confidence = f"{float(result.attrs.get('confidence', 0.95)):.0%}"
+                     format_number(value("summary_aopc")), format_number(value("summary_abs_asymmetry"))])
+    confidence = f"{confidence_of(result):.0%}"
     return table(["relation of source to target", "pairs", f"generalisation index G ({confidence} CI)",
                   f"mean AOPC ({result.attrs.get('score', 'output')})", "mean |asymmetry|"], rows, numeric_from=1)
-
-
-def _number(value: float, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if np.isfinite(value) else "n/a"
 
 
 def similarity_table(result: xr.Dataset) -> str:
@@ -176,14 +190,14 @@ def similarity_table(result: xr.Dataset) -> str:
                      format_interval(*(float(result[name].values[index]) for name in
                                        ("relation_mean", "relation_ci_low", "relation_ci_high")))])
     metric = str(result.attrs.get("metric", "similarity"))
-    confidence = f"{float(result.attrs.get('confidence', 0.95)):.0%}"
+    confidence = f"{confidence_of(result):.0%}"
     return table(["relation of the two models", "pairs", f"mean {pretty(metric, SIMILARITY_LABELS)} ({confidence} CI)"],
                  rows,
                  numeric_from=1)
 
 
 def _over_seeds(values: np.ndarray, low: np.ndarray | None, high: np.ndarray | None, confidence: float) -> str:
-    """Mean over seeds with its CI (``plots._common.seed_summary``), formatted; "n/a" without one."""
+    """Mean over seeds with its CI (:func:`lrp_faces.result_layout.seed_summary`), formatted; "n/a" without one."""
     return format_interval(*(float(part) for part in seed_summary(values, low, high, confidence)))
 
 
@@ -224,7 +238,7 @@ def rsa_table(result: xr.Dataset) -> str:
     with each rater's RDM and whether it reaches the noise ceiling's lower bound), the correlation with the raters'
     mean RDM when that is not the statistic already, and the seeds with p < 0.05."""
     statistic, low_name, high_name, per_rater = rsa_statistic(result)
-    ceiling = [float(result.attrs.get(f"noise_ceiling_{side}", np.nan)) for side in ("lower", "upper")]
+    ceiling = noise_ceiling(result)
     with_ceiling = per_rater and all(np.isfinite(ceiling))
     confidence = confidence_of(result)
     rows = []
