@@ -495,6 +495,50 @@ def test_curves_score_the_masked_images_and_never_repeat_the_unmasked_pass():
     assert result.hidden_units.values.tolist() == [0, 14, 14, 72, 144]
 
 
+@pytest.mark.parametrize("order", masking.ORDERS)
+def test_keep_curves_and_their_aopc_match_a_naive_loop(order):
+    model, images, labels, relevance = linear_case(count=4)
+    fractions = (0.0, 0.25, 0.5, 1.0)
+    result = masking.curves(model, images, labels, relevance, fractions=fractions, order=order, fill="blur",
+                            mode="keep", seed=2)
+    masked = naive_perturb(images, relevance, fractions, order, "blur", 1, "keep", seed=2)  # (N, F, 3, H, W)
+    with torch.no_grad():
+        evidence = (masked * model.weights.double()).sum((2, 3, 4)).numpy()  # (N, F)
+        original = (images.double() * model.weights.double()).sum((1, 2, 3)).numpy()
+    output, unmasked = 2 * evidence, 2 * original  # the contrastive output of two classes is 2 e
+    np.testing.assert_allclose(result.output.values, output.T, rtol=1e-5, atol=1e-4)
+    # AOPC of keep curves: the mean over the fractions < 1 of f(masked) - f(original), higher is better
+    expected = np.mean([output[:, j] - unmasked for j, fraction in enumerate(fractions) if fraction < 1], axis=0)
+    np.testing.assert_allclose(result.aopc_output.values, expected, rtol=1e-5, atol=1e-4)
+    assert result.hidden_units.values.tolist() == [144, 108, 72, 0]
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_a_map_that_keeps_the_evidence_scores_a_higher_keep_aopc(patch):
+    model, images, labels, relevance = linear_case()
+    score = {order: float(masking.curves(model, images, labels, relevance, fractions=np.linspace(0, 1, 11),
+                                         order=order, fill="zero", patch=patch, mode="keep").mean_aopc_output)
+             for order in masking.ORDERS}
+    assert score["morf"] > score["random"] > score["lerf"]
+
+
+def test_results_state_the_aopc_they_hold():
+    model, images, labels, relevance = linear_case(count=2)
+    removed, kept = (masking.curves(model, images, labels, relevance, fractions=(0.0, 0.5, 1.0), mode=mode)
+                     for mode in masking.MODES)
+    assert "fractions > 0 of f(original) - f(masked)" in removed.attrs["aopc"]
+    assert "fractions < 1 of f(masked) - f(original)" in kept.attrs["aopc"]
+    assert "better map scores higher" in removed.attrs["aopc"] and "better map scores higher" in kept.attrs["aopc"]
+
+
+def test_aopc_needs_a_step_that_hides_something():
+    model, images, labels, relevance = linear_case(count=2)
+    with pytest.raises(MaskingError, match="at least one value < 1 for AOPC with mode='keep'"):
+        masking.curves(model, images, labels, relevance, fractions=(1.0,), mode="keep")
+    with pytest.raises(MaskingError, match="at least one value > 0 for AOPC with mode='remove'"):
+        masking.curves(model, images, labels, relevance, fractions=(0.0,))
+
+
 # ----------------------------------------------------------------------------------------------- generalisation
 SPECS = [ModelSpec(pretraining, task, seed) for pretraining in ("objects", "faces")
          for task in ("gender", "identity") for seed in (0, 1)]

@@ -5,10 +5,10 @@ them, and measure how a model's decision degrades: on the model's own maps (vali
 (generalisation). Every function takes a :class:`MaskingConfig` and any of its fields as keyword arguments.
 """
 from .config import (DEFAULT_FRACTIONS, FILLS, MODES, ORDERS, MaskingConfig, MaskingError, MaskingTypeError,
-                     hidden_counts, masking_config, seeded_generator)
+                     hidden_counts, seeded_generator)
 from .road import NEIGHBOUR_WEIGHTS, RoadCache, road_cache, road_impute
-from ._engine import PRECISIONS, SCORES, BlockScores
-from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs
+from ._engine import PRECISIONS, BlockScores
+from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, fill_colours
 from .perturbation import MaskedBatch, gaussian_blur, hidden_masks, perturb, perturbed_batches
 from .curves import aopc, assemble_curves, curves, curves_block
 from .generalization import (MODEL_DIMS, RELATIONS, assemble_generalization, generalization, generalization_block,
@@ -18,7 +18,7 @@ from .own_maps import assemble_own_map_curves, own_map_curves, own_map_inputs
 __all__ = ["perturb", "perturbed_batches", "hidden_masks", "curves", "aopc", "own_map_curves", "generalization",
            "relation", "RELATIONS", "MODEL_DIMS", "MaskingConfig", "MaskingError", "MaskingTypeError", "MaskedBatch",
            "gaussian_blur", "road_impute", "RoadCache", "road_cache", "seeded_generator", "hidden_counts", "ORDERS",
-           "FILLS", "MODES", "DEFAULT_FRACTIONS", "NEIGHBOUR_WEIGHTS", "masking_config", "PRECISIONS", "SCORES",
-           "BlockScores", "CubeInputs", "DEFAULT_BLOCK_SIZE", "curves_block", "assemble_curves",
+           "FILLS", "MODES", "DEFAULT_FRACTIONS", "NEIGHBOUR_WEIGHTS", "PRECISIONS", "BlockScores", "CubeInputs",
+           "DEFAULT_BLOCK_SIZE", "fill_colours", "curves_block", "assemble_curves",
            "generalization_inputs", "generalization_block", "assemble_generalization", "own_map_inputs",
            "assemble_own_map_curves"]

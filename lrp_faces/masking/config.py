@@ -153,8 +153,10 @@ class MaskingConfig:
     >>> config.replace(mode="keep").mode
     'keep'
     >>> images, relevance = torch.rand(2, 3, 8, 8), torch.randn(2, 8, 8)
-    >>> torch.equal(perturb(images, relevance, config, mode="keep"),
-    ...             perturb(images, relevance, fractions=(0.0, 0.5, 1.0), order="lerf", fill="blur", patch=2, mode="keep"))
+    >>> by_config = perturb(images, relevance, config, mode="keep")
+    >>> by_keywords = perturb(images, relevance, fractions=(0.0, 0.5, 1.0), order="lerf", fill="blur", patch=2,
+    ...                       mode="keep")
+    >>> torch.equal(by_config, by_keywords)
     True
     """
 

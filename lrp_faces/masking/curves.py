@@ -117,7 +117,9 @@ def curves_block(model: nn.Module, images: torch.Tensor, maps: Any, labels: Any,
     fill_colours : tensor (n, 3), optional
         Needed by the ``mean`` and ``road`` fills: these images' rows of the colours resolved over all images
         (:attr:`CubeInputs.fill_colours`).
-    batch_size, contrastive, device, precision
+    batch_size : int, optional
+        Rows of every forward pass; give every unit of a step the same value (:meth:`CubeInputs.batch_size`).
+    contrastive, device, precision
         As for :func:`curves`.
 
     Returns

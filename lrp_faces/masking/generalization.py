@@ -189,13 +189,9 @@ def generalization_block(target_model: nn.Module, images: torch.Tensor, maps: Se
     config : MaskingConfig
         ``order`` must be ``"morf"`` or ``"lerf"``; the random source uses the same settings with
         ``order="random"``.
-    image_index : sequence of int (n,)
-        The images' positions among all images of the step: they key each image's random draws.
-    fill_colours : tensor (n, 3), optional
-        Needed by the ``mean`` and ``road`` fills: these images' rows of the colours resolved over all images
-        (:attr:`CubeInputs.fill_colours`).
-    batch_size, contrastive, device, precision
-        As for :func:`curves`.
+    image_index, fill_colours, batch_size, contrastive, device, precision
+        As for :func:`curves_block`; every unit of a step takes the same ``batch_size``
+        (:meth:`CubeInputs.batch_size`).
 
     Returns
     -------

@@ -157,8 +157,8 @@ def road_impute(images: np.ndarray, hidden: np.ndarray, cache: RoadCache | None 
                 cache.put(key, Factorisation(*(array.copy() for array in factor)))
         else:
             forward_substitution(image, mask, plan.children, plan.neighbours, factor.panels, factor.pixels,
-                                 factor.table, workspace.position, workspace.rhs, workspace.rhs_stack, workspace.entries,
-                                 plan.weight)
+                                 factor.table, workspace.position, workspace.rhs, workspace.rhs_stack,
+                                 workspace.entries, plan.weight)
         backward_substitution(image, factor.panels, factor.pixels, factor.table, workspace.rhs)
     return result.reshape(count, channels, height, width)
 
