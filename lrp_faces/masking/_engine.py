@@ -347,9 +347,8 @@ def score_block(model: nn.Module, images: torch.Tensor, sources: Sequence[Any], 
     masked = np.empty((len(sources), 3, len(config.fractions), count))
     with evaluation_mode(model), torch.inference_mode():
         score = _Scorer(model, labels, batch_size, contrastive, device, precision)
-        unmasked = np.concatenate([score(images[start:start + batch_size], torch.arange(start, min(start + batch_size,
-                                                                                                    count)))
-                                   for start in range(0, count, batch_size)], axis=1)
+        unmasked = np.concatenate([score(images[rows[0]:rows[-1] + 1], rows)
+                                   for rows in torch.arange(count).split(batch_size)], axis=1)
         for number, maps in enumerate(sources):
             if maps is None:
                 ranking = Ranking(None, random_config, image_index, images.shape, masking_device)
