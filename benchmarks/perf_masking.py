@@ -64,8 +64,8 @@ def timed(function, *args, **kwargs):
 # ------------------------------------------------------------------------------------------------- the methods
 def ours(model, images, labels, relevance, fractions, patch, fill_value=None, batch_size=None):
     fill = "zero" if fill_value is None else "mean"
-    return masking.curves(model, images, labels, relevance, fractions, "morf", fill, patch, fill_value=fill_value,
-                          batch_size=batch_size)
+    return masking.curves(model, images, labels, relevance, fractions=fractions, order="morf", fill=fill, patch=patch,
+                          fill_value=fill_value, batch_size=batch_size)
 
 
 def forward_limit(model, images, total: int, batch_size: int) -> None:
@@ -220,7 +220,7 @@ def road_masks(relevance: torch.Tensor, patch: int) -> np.ndarray:
     """Fraction 0.5 MoRF masks of the LRP maps (``patch`` x ``patch`` units), or uniformly random ones (patch 0)."""
     if patch == 0:
         return np.random.default_rng(0).random(tuple(relevance.shape)) < 0.5
-    return masking.hidden_masks(relevance, (0.5,), "morf", patch)[:, 0].numpy()
+    return masking.hidden_masks(relevance, fractions=(0.5,), order="morf", patch=patch)[:, 0].numpy()
 
 
 def run_road(size: int, count: int, repeats: int, patch: int, setup_result=None) -> dict:

@@ -1,7 +1,8 @@
 """Relevance-based masking: perturbation, ROAD, curves, AOPC and cross-model generalisation.
 
 The references below (a per-image, per-fraction loop, a per-pixel ROAD system, AOPC of a linear model) are written
-here, independently of ``lrp_faces.masking``; only the documented random streams (``seeded_generator``) are shared.
+here, independently of ``lrp_faces.masking``; only the documented random streams (``seeded_generator``, one generator
+per image and stream) are shared.
 """
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def naive_hidden(relevance, fraction, order, patch, mode, random_keys):
         if order == "lerf":
             ranked = ranked[::-1]
     count = round(fraction * units)
-    chosen = ranked[:count] if mode == "remove" else ranked[units - count:]
+    chosen = ranked[:count] if mode == "remove" else ranked[count:]  # keep: the first ``count`` stay
     hidden = np.zeros((height, width), dtype=bool)
     for unit in chosen:
         row, column = divmod(unit, columns)
@@ -84,15 +85,23 @@ def reference_road(image, hidden):
     return result
 
 
+def random_keys(count, units, seed):
+    """Each image's random-order keys, from its own generator."""
+    return np.stack([torch.rand(units, generator=seeded_generator(seed, "order", i), dtype=torch.float64).numpy()
+                     for i in range(count)])
+
+
 def naive_perturb(images, relevance, fractions, order, fill, patch, mode, seed=0, fill_value=None):
     """Per image, per fraction: the masked image, from naive_hidden and fills written out here."""
     count, _, height, width = images.shape
     units = (height // patch) * (width // patch)
-    keys = torch.rand((count, units), generator=seeded_generator(seed, "order"), dtype=torch.float64).numpy()
+    keys = random_keys(count, units, seed)
     colour = (torch.tensor(fill_value, dtype=torch.float64) if fill_value is not None
               else images.double().mean((0, 2, 3))).numpy()
-    noise = torch.rand(images.shape, generator=seeded_generator(seed, "noise"), dtype=images.dtype).numpy()
-    road_noise = 0.01 * torch.randn(images.shape, generator=seeded_generator(seed, "road"), dtype=torch.float64)
+    noise = torch.stack([torch.rand(images.shape[1:], generator=seeded_generator(seed, "noise", i), dtype=images.dtype)
+                         for i in range(count)]).numpy()
+    road_noise = 0.01 * torch.stack([torch.randn(images.shape[1:], generator=seeded_generator(seed, "road", i),
+                                                 dtype=torch.float64) for i in range(count)])
     sigma = max(height, width) / 16
     result = np.empty((count, len(fractions)) + tuple(images.shape[1:]))
     for i in range(count):
@@ -124,12 +133,13 @@ def test_batched_perturbation_matches_a_naive_loop(order, fill, patch, mode):
     images, relevance = random_images(), random_relevance()
     relevance[0, :2, :2] = 0.5  # ties: broken by pixel index
     fractions = (0.0, 0.2, 0.55, 1.0)
-    batched = masking.perturb(images, relevance, fractions, order, fill, patch, mode, seed=3, batch_size=3)
+    settings = dict(fractions=fractions, order=order, patch=patch, mode=mode, seed=3)
+    batched = masking.perturb(images, relevance, fill=fill, batch_size=3, **settings)
     naive = naive_perturb(images, relevance, fractions, order, fill, patch, mode, seed=3)
     exact = fill in ("zero", "noise")
     torch.testing.assert_close(batched.double(), naive, rtol=0, atol=0 if exact else 2e-6)
-    masks = masking.hidden_masks(relevance, fractions, order, patch, mode, seed=3)
-    keys = torch.rand((2, 64 // patch ** 2), generator=seeded_generator(3, "order"), dtype=torch.float64).numpy()
+    masks = masking.hidden_masks(relevance, **settings)
+    keys = random_keys(2, 64 // patch ** 2, 3)
     for i in range(2):
         for j, fraction in enumerate(fractions):
             assert np.array_equal(masks[i, j].numpy(),
@@ -139,7 +149,7 @@ def test_batched_perturbation_matches_a_naive_loop(order, fill, patch, mode):
 def test_a_given_mean_colour_is_used_exactly():
     images, relevance = random_images(), random_relevance()
     colour = (0.25, 0.5, 0.75)
-    batched = masking.perturb(images, relevance, (0.3, 0.6), fill="mean", fill_value=colour)
+    batched = masking.perturb(images, relevance, fractions=(0.3, 0.6), fill="mean", fill_value=colour)
     naive = naive_perturb(images, relevance, (0.3, 0.6), "morf", "mean", 1, "remove", fill_value=colour)
     assert torch.equal(batched.double(), naive)
 
@@ -147,15 +157,16 @@ def test_a_given_mean_colour_is_used_exactly():
 def test_results_do_not_depend_on_the_batch_size():
     images, relevance = random_images(3), random_relevance(3)
     for fill in ("noise", "road"):
-        one = masking.perturb(images, relevance, (0.1, 0.5, 0.9), "random", fill, batch_size=1)
-        all_at_once = masking.perturb(images, relevance, (0.1, 0.5, 0.9), "random", fill, batch_size=100)
+        one = masking.perturb(images, relevance, fractions=(0.1, 0.5, 0.9), order="random", fill=fill, batch_size=1)
+        all_at_once = masking.perturb(images, relevance, fractions=(0.1, 0.5, 0.9), order="random", fill=fill,
+                                      batch_size=100)
         assert torch.equal(one, all_at_once)
 
 
 def test_perturbed_batches_yield_image_major_pairs_of_the_full_result():
     images, relevance = random_images(3), random_relevance(3)
-    everything = masking.perturb(images, relevance, (0.2, 0.7), fill="noise")
-    batches = list(masking.perturbed_batches(images, relevance, (0.2, 0.7), fill="noise", batch_size=4))
+    everything = masking.perturb(images, relevance, fractions=(0.2, 0.7), fill="noise")
+    batches = list(masking.perturbed_batches(images, relevance, fractions=(0.2, 0.7), fill="noise", batch_size=4))
     assert [len(batch.images) for batch in batches] == [4, 2]
     assert torch.cat([batch.image_index for batch in batches]).tolist() == [0, 0, 1, 1, 2, 2]
     for batch in batches:
@@ -166,24 +177,77 @@ def test_a_masking_config_gives_the_keyword_arguments():
     config = masking.MaskingConfig(fractions=(0.0, 0.5), order="lerf", fill="blur", patch=2, blur_sigma=1.5)
     images, relevance = random_images(), random_relevance()
     assert torch.equal(masking.perturb(images, relevance, **config.to_dict()),
-                       masking.perturb(images, relevance, (0.0, 0.5), "lerf", "blur", 2, blur_sigma=1.5))
+                       masking.perturb(images, relevance, fractions=(0.0, 0.5), order="lerf", fill="blur", patch=2,
+                                       blur_sigma=1.5))
+    assert torch.equal(masking.perturb(images, relevance, config),
+                       masking.perturb(images, relevance, **config.to_dict()))
+
+
+def test_keywords_override_the_fields_of_a_config():
+    config = masking.MaskingConfig(fractions=(0.0, 0.5), order="lerf", fill="blur", patch=2)
+    images, relevance = random_images(), random_relevance()
+    assert torch.equal(masking.perturb(images, relevance, config, order="morf", fill="zero"),
+                       masking.perturb(images, relevance, fractions=(0.0, 0.5), order="morf", fill="zero", patch=2))
+
+
+@pytest.mark.parametrize("call", [
+    lambda images, relevance: masking.perturb(images, relevance, (0.0, 0.5)),
+    lambda images, relevance: masking.hidden_masks(relevance, "morf"),
+])
+def test_a_config_that_is_not_a_masking_config_is_rejected(call):
+    with pytest.raises(MaskingTypeError, match="config must be a MaskingConfig.*keyword arguments"):
+        call(random_images(), random_relevance())
+
+
+def test_an_unknown_masking_setting_is_rejected_with_the_known_ones():
+    with pytest.raises(MaskingTypeError, match=r"unknown masking setting\(s\) \['fractoins'\].*fractions, order"):
+        masking.perturb(random_images(), random_relevance(), fractoins=(0.0, 0.5))
+
+
+def test_a_new_masking_option_needs_only_a_config_field():
+    """Every public masking function takes the config's fields as keywords through ``**overrides``."""
+    import dataclasses
+    import inspect
+    fields = {field.name for field in dataclasses.fields(masking.MaskingConfig)}
+    for function in (masking.perturb, masking.perturbed_batches, masking.hidden_masks, masking.curves,
+                     masking.generalization, masking.own_map_curves, masking.generalization_inputs,
+                     masking.own_map_inputs):
+        parameters = inspect.signature(function).parameters
+        assert "config" in parameters and any(p.kind is p.VAR_KEYWORD for p in parameters.values()), function
+        assert not fields & set(parameters), (function, fields & set(parameters))
 
 
 @pytest.mark.parametrize("fill", masking.FILLS)
 def test_fraction_zero_is_the_original_and_one_hides_everything(fill):
     images, relevance = random_images(), random_relevance()
-    masked = masking.perturb(images, relevance, (0.0, 1.0), fill=fill, road_noise=0.0)
+    masked = masking.perturb(images, relevance, fractions=(0.0, 1.0), fill=fill, road_noise=0.0)
     assert torch.equal(masked[:, 0], images)
-    assert masking.hidden_masks(relevance, (0.0, 1.0))[:, 1].all()
+    assert masking.hidden_masks(relevance, fractions=(0.0, 1.0))[:, 1].all()
     if fill in ("zero", "mean", "road"):  # a colour everywhere
         assert (masked[:, 1] == masked[:, 1, :, :1, :1]).all()
 
 
-def test_keep_with_morf_equals_remove_with_lerf():
+@pytest.mark.parametrize("fill", masking.FILLS)
+def test_keep_at_fraction_one_is_the_original_and_at_zero_hides_everything(fill):
+    images, relevance = random_images(), random_relevance()
+    masked = masking.perturb(images, relevance, fractions=(0.0, 1.0), fill=fill, mode="keep", road_noise=0.0)
+    assert torch.equal(masked[:, 1], images)
+    assert masking.hidden_masks(relevance, fractions=(0.0, 1.0), mode="keep")[:, 0].all()
+
+
+@pytest.mark.parametrize("order", masking.ORDERS)
+def test_keep_keeps_exactly_what_remove_hides(order):
     relevance = random_relevance()
-    fractions = np.linspace(0, 1, 9)
-    assert torch.equal(masking.hidden_masks(relevance, fractions, "morf", 2, "keep"),
-                       masking.hidden_masks(relevance, fractions, "lerf", 2, "remove"))
+    settings = dict(fractions=np.linspace(0, 1, 9), order=order, patch=2, seed=4)
+    assert torch.equal(masking.hidden_masks(relevance, mode="keep", **settings),
+                       ~masking.hidden_masks(relevance, mode="remove", **settings))
+
+
+def test_keep_with_morf_keeps_the_most_relevant_pixels():
+    relevance = torch.arange(16.0).reshape(1, 4, 4)  # pixel 15 most relevant
+    hidden = masking.hidden_masks(relevance, fractions=(0.25,), order="morf", mode="keep")[0, 0]
+    kept = sorted(np.flatnonzero(~hidden.numpy().reshape(-1)).tolist())
+    assert kept == [12, 13, 14, 15]
 
 
 def test_gaussian_blur_matches_scipy():
@@ -212,8 +276,9 @@ def maps_and_fractions(draw, patches=False):
 def test_hidden_count_is_round_fraction_times_pixels(case, order, mode):
     relevance, fractions, _ = case
     pixels = relevance.shape[1] * relevance.shape[2]
-    hidden = masking.hidden_masks(relevance, fractions, order, 1, mode)
-    expected = [round(fraction * pixels) for fraction in fractions]
+    hidden = masking.hidden_masks(relevance, fractions=fractions, order=order, mode=mode)
+    selected = [round(fraction * pixels) for fraction in fractions]  # hidden by remove, kept by keep
+    expected = selected if mode == "remove" else [pixels - count for count in selected]
     assert hidden.sum((2, 3)).tolist() == [expected] * len(relevance)
 
 
@@ -223,18 +288,19 @@ def test_morf_and_lerf_are_mirror_images(case):
     relevance, _, patch = case
     units = relevance.shape[1] * relevance.shape[2] // patch ** 2
     every_count = [count / units for count in range(units + 1)]
-    morf = masking.hidden_masks(relevance, every_count, "morf", patch)
-    lerf = masking.hidden_masks(relevance, every_count, "lerf", patch)
+    morf = masking.hidden_masks(relevance, fractions=every_count, order="morf", patch=patch)
+    lerf = masking.hidden_masks(relevance, fractions=every_count, order="lerf", patch=patch)
     for count in range(units + 1):
         assert torch.equal(lerf[:, count], ~morf[:, units - count])
 
 
 @FAST
 @given(maps_and_fractions(patches=True), st.sampled_from(masking.ORDERS), st.sampled_from(masking.MODES))
-def test_hidden_sets_grow_with_the_fraction(case, order, mode):
+def test_hidden_sets_grow_with_the_fraction_and_kept_sets_with_the_fraction_kept(case, order, mode):
     relevance, fractions, patch = case
-    hidden = masking.hidden_masks(relevance, fractions, order, patch, mode)
-    assert not (hidden[:, :-1] & ~hidden[:, 1:]).any()
+    hidden = masking.hidden_masks(relevance, fractions=fractions, order=order, patch=patch, mode=mode)
+    growing = hidden if mode == "remove" else ~hidden
+    assert not (growing[:, :-1] & ~growing[:, 1:]).any()
 
 
 # ------------------------------------------------------------------------------------------------------- ROAD
@@ -363,11 +429,12 @@ def test_road_rejects_masks_that_do_not_match_the_images(images, hidden, message
 
 def test_road_adds_seeded_gaussian_noise_of_the_given_size():
     images, relevance = random_images(4, 16, dtype=torch.float64), random_relevance(4, 16)
-    clean = masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.0)
-    noisy = masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.01, seed=5)
-    difference = (noisy - clean)[masking.hidden_masks(relevance, (0.5,))[:, :, None].expand_as(noisy)]
+    clean = masking.perturb(images, relevance, fractions=(0.5,), fill="road", road_noise=0.0)
+    noisy = masking.perturb(images, relevance, fractions=(0.5,), fill="road", road_noise=0.01, seed=5)
+    difference = (noisy - clean)[masking.hidden_masks(relevance, fractions=(0.5,))[:, :, None].expand_as(noisy)]
     assert abs(float(difference.std()) - 0.01) < 0.001
-    assert torch.equal(noisy, masking.perturb(images, relevance, (0.5,), fill="road", road_noise=0.01, seed=5))
+    assert torch.equal(noisy, masking.perturb(images, relevance, fractions=(0.5,), fill="road", road_noise=0.01,
+                                              seed=5))
 
 
 # ------------------------------------------------------------------------------------------------------ curves
@@ -395,15 +462,16 @@ def linear_case(count=6, size=12):
 @pytest.mark.parametrize("patch", [1, 2])
 def test_morf_hurts_a_pixel_model_more_than_random_and_random_more_than_lerf(patch):
     model, images, labels, relevance = linear_case()
-    drop = {order: float(masking.curves(model, images, labels, relevance, np.linspace(0, 1, 11), order, "zero",
-                                        patch).mean_aopc_output) for order in masking.ORDERS}
+    drop = {order: float(masking.curves(model, images, labels, relevance, fractions=np.linspace(0, 1, 11),
+                                        order=order, fill="zero", patch=patch).mean_aopc_output)
+            for order in masking.ORDERS}
     assert drop["morf"] > drop["random"] > drop["lerf"]
 
 
 def test_aopc_of_a_linear_model_is_the_relevance_removed():
     model, images, labels, relevance = linear_case()
     fractions = (0.0, 0.1, 0.25, 0.5)
-    result = masking.curves(model, images, labels, relevance, fractions, "morf", "zero")
+    result = masking.curves(model, images, labels, relevance, fractions=fractions, order="morf", fill="zero")
     removed = [[float(image.flatten().sort(descending=True).values[:round(f * image.numel())].sum())
                 for image in relevance] for f in fractions[1:]]
     # the contrastive output of two classes is z_1 - z_0 = 2 e; hiding pixels with 0 removes their share of e
@@ -413,9 +481,10 @@ def test_aopc_of_a_linear_model_is_the_relevance_removed():
 def test_curves_score_the_masked_images_and_never_repeat_the_unmasked_pass():
     model, images, labels, relevance = linear_case(count=5)
     fractions = (0.0, 0.099, 0.1, 0.5, 1.0)  # 0.099 and 0.1 both hide 14 of 144 pixels: one forward pass
-    result = masking.curves(model, images, labels, relevance, fractions, fill="blur", batch_size=4)
-    assert sum(model.calls) == 5 + 5 * 3 and max(model.calls) <= 5
-    masked = masking.perturb(images, relevance, fractions, fill="blur")
+    result = masking.curves(model, images, labels, relevance, fractions=fractions, fill="blur", batch_size=4)
+    # 2 passes for the 5 unmasked images, 4 for the 5 x 3 distinct masked ones; every pass has batch_size rows
+    assert model.calls == [4] * (2 + 4)
+    masked = masking.perturb(images, relevance, fractions=fractions, fill="blur")
     logits = model(masked.flatten(0, 1)).view(5, len(fractions), 2).double()
     expected_output = (logits[..., 1] - logits[..., 0]).T
     np.testing.assert_allclose(result.output.values, expected_output.numpy(), rtol=1e-5, atol=1e-5)
@@ -424,6 +493,50 @@ def test_curves_score_the_masked_images_and_never_repeat_the_unmasked_pass():
     accuracy = result.correct.values.mean(1)
     assert np.isclose(float(result.accuracy_auc), scipy.integrate.trapezoid(accuracy, fractions))
     assert result.hidden_units.values.tolist() == [0, 14, 14, 72, 144]
+
+
+@pytest.mark.parametrize("order", masking.ORDERS)
+def test_keep_curves_and_their_aopc_match_a_naive_loop(order):
+    model, images, labels, relevance = linear_case(count=4)
+    fractions = (0.0, 0.25, 0.5, 1.0)
+    result = masking.curves(model, images, labels, relevance, fractions=fractions, order=order, fill="blur",
+                            mode="keep", seed=2)
+    masked = naive_perturb(images, relevance, fractions, order, "blur", 1, "keep", seed=2)  # (N, F, 3, H, W)
+    with torch.no_grad():
+        evidence = (masked * model.weights.double()).sum((2, 3, 4)).numpy()  # (N, F)
+        original = (images.double() * model.weights.double()).sum((1, 2, 3)).numpy()
+    output, unmasked = 2 * evidence, 2 * original  # the contrastive output of two classes is 2 e
+    np.testing.assert_allclose(result.output.values, output.T, rtol=1e-5, atol=1e-4)
+    # AOPC of keep curves: the mean over the fractions < 1 of f(masked) - f(original), higher is better
+    expected = np.mean([output[:, j] - unmasked for j, fraction in enumerate(fractions) if fraction < 1], axis=0)
+    np.testing.assert_allclose(result.aopc_output.values, expected, rtol=1e-5, atol=1e-4)
+    assert result.hidden_units.values.tolist() == [144, 108, 72, 0]
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_a_map_that_keeps_the_evidence_scores_a_higher_keep_aopc(patch):
+    model, images, labels, relevance = linear_case()
+    score = {order: float(masking.curves(model, images, labels, relevance, fractions=np.linspace(0, 1, 11),
+                                         order=order, fill="zero", patch=patch, mode="keep").mean_aopc_output)
+             for order in masking.ORDERS}
+    assert score["morf"] > score["random"] > score["lerf"]
+
+
+def test_results_state_the_aopc_they_hold():
+    model, images, labels, relevance = linear_case(count=2)
+    removed, kept = (masking.curves(model, images, labels, relevance, fractions=(0.0, 0.5, 1.0), mode=mode)
+                     for mode in masking.MODES)
+    assert "fractions > 0 of f(original) - f(masked)" in removed.attrs["aopc"]
+    assert "fractions < 1 of f(masked) - f(original)" in kept.attrs["aopc"]
+    assert "better map scores higher" in removed.attrs["aopc"] and "better map scores higher" in kept.attrs["aopc"]
+
+
+def test_aopc_needs_a_step_that_hides_something():
+    model, images, labels, relevance = linear_case(count=2)
+    with pytest.raises(MaskingError, match="at least one value < 1 for AOPC with mode='keep'"):
+        masking.curves(model, images, labels, relevance, fractions=(1.0,), mode="keep")
+    with pytest.raises(MaskingError, match="at least one value > 0 for AOPC with mode='remove'"):
+        masking.curves(model, images, labels, relevance, fractions=(0.0,))
 
 
 # ----------------------------------------------------------------------------------------------- generalisation

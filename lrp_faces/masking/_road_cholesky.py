@@ -1,4 +1,4 @@
-"""Sparse Cholesky solver of the ROAD systems (private; :func:`lrp_faces.masking.road_impute` is the public API).
+"""Sparse Cholesky solver of the ROAD systems (private to :mod:`lrp_faces.masking`; :func:`road_impute` is its API).
 
 It solves, for one mask at a time, the symmetric positive definite system of an 8-neighbour stencil on the pixel
 grid (the hidden pixels are the unknowns; the colour channels are the right-hand sides) by a multifrontal Cholesky
@@ -22,11 +22,14 @@ try:
 except ImportError:  # pragma: no cover - road.py then solves with SuperLU and never calls these kernels
     numba = None
 
+__all__ = ["DissectionPlan", "dissection_plan", "Workspace", "thread_workspace", "Factorisation", "factorise",
+           "forward_substitution", "backward_substitution"]
+
 _LEAF_PIXELS = 25  # regions this small are not cut further: all their pixels form one front
 
 
 # ------------------------------------------------------------------------------------- nested dissection plan
-class _Plan(NamedTuple):
+class DissectionPlan(NamedTuple):
     """A nested-dissection tree of the pixel grid in postorder, its stencil, and bounds on its factorisation's sizes."""
 
     separators: np.ndarray       # pixels of every node's separator, node after node
@@ -44,8 +47,8 @@ class _Plan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(height: int, width: int, stencil: tuple[tuple[int, int, float], ...],
-          leaf_pixels: int = _LEAF_PIXELS) -> _Plan:
+def dissection_plan(height: int, width: int, stencil: tuple[tuple[int, int, float], ...],
+          leaf_pixels: int = _LEAF_PIXELS) -> DissectionPlan:
     """Cut the grid recursively through the middle of its longer side by a one-pixel line, down to small leaves.
 
     ``stencil`` holds the (dy, dx, weight) of the 8 neighbours (offsets of at most one pixel, so that a one-pixel
@@ -99,7 +102,7 @@ def _plan(height: int, width: int, stencil: tuple[tuple[int, int, float], ...],
     neighbour_ys, neighbour_xs = ys[:, None] + offset_ys, xs[:, None] + offset_xs
     inside = (neighbour_ys >= 0) & (neighbour_ys < height) & (neighbour_xs >= 0) & (neighbour_xs < width)
     neighbours = np.where(inside, neighbour_ys * width + neighbour_xs, -1).astype(np.int32)
-    return _Plan(order, np.concatenate([[0], np.cumsum(separator_sizes)]).astype(np.int64),
+    return DissectionPlan(order, np.concatenate([[0], np.cumsum(separator_sizes)]).astype(np.int64),
                  np.array(children, dtype=np.int64), rank, neighbours, weight, inside @ weight,
                  int((separator_sizes * fronts).sum()), int(fronts.sum()), stack_capacity, boundary_capacity,
                  int(fronts.max()))
@@ -108,18 +111,18 @@ def _plan(height: int, width: int, stencil: tuple[tuple[int, int, float], ...],
 _workspaces = threading.local()
 
 
-def _workspace(plan: _Plan, channels: int) -> _Workspace:
+def thread_workspace(plan: DissectionPlan, channels: int) -> Workspace:
     """This thread's scratch arrays for a grid and channel count, kept between calls (their pages stay mapped)."""
     cached = getattr(_workspaces, "last", None)
     if cached is None or cached[0] is not plan or cached[1] != channels:
-        cached = _workspaces.last = (plan, channels, _Workspace(plan, channels))
+        cached = _workspaces.last = (plan, channels, Workspace(plan, channels))
     return cached[2]
 
 
-class _Workspace:
+class Workspace:
     """Scratch arrays of the factorisation and the substitutions, reused for every mask."""
 
-    def __init__(self, plan: _Plan, channels: int):
+    def __init__(self, plan: DissectionPlan, channels: int):
         nodes = len(plan.children)
         self.position = np.full(len(plan.rank), -1, dtype=np.int64)  # a pixel's place in the current front
         self.front = np.empty(plan.front_capacity * plan.front_capacity)
@@ -134,7 +137,7 @@ class _Workspace:
         self.rhs_stack = np.empty((channels, plan.boundary_capacity))
 
 
-class _Factorisation(NamedTuple):
+class Factorisation(NamedTuple):
     """The Cholesky factor of one mask's system, node by node."""
 
     panels: np.ndarray  # per node, the factor's columns of its pivots, each from the diagonal down its front
@@ -146,7 +149,7 @@ class _Factorisation(NamedTuple):
         return len(self.panels) + len(self.pixels) + self.table.size
 
 
-def _factorise(image: np.ndarray, mask: np.ndarray, plan: _Plan, workspace: _Workspace) -> _Factorisation:
+def factorise(image: np.ndarray, mask: np.ndarray, plan: DissectionPlan, workspace: Workspace) -> Factorisation:
     """Factorise one mask's system and substitute ``image`` (C, H * W) forward; the factor lives in ``workspace``."""
     panels, pixels = _factorise_kernel(image, mask, plan.separators, plan.separator_start, plan.children, plan.rank,
                                        plan.neighbours, plan.weight_sum, workspace.position, workspace.front,
@@ -155,7 +158,7 @@ def _factorise(image: np.ndarray, mask: np.ndarray, plan: _Plan, workspace: _Wor
                                        workspace.rhs_stack, plan.weight)
     if panels < 0:  # pragma: no cover - the matrix is SPD whenever a pixel is known
         raise RuntimeError("ROAD system is not positive definite; this is a bug in lrp_faces.masking.road")
-    return _Factorisation(workspace.panels[:panels], workspace.pixels[:pixels], workspace.table)
+    return Factorisation(workspace.panels[:panels], workspace.pixels[:pixels], workspace.table)
 
 
 # ------------------------------------------------------------------------------------------- compiled kernels
@@ -421,7 +424,7 @@ def _factorise_kernel(image, mask, separators, separator_start, children, rank, 
 
 
 @_jit
-def _forward_kernel(image, mask, children, neighbours, panels, pixels, table, position, rhs, rhs_stack, entries,
+def forward_substitution(image, mask, children, neighbours, panels, pixels, table, position, rhs, rhs_stack, entries,
                     weight):  # pragma: no cover - compiled
     """Forward substitution of the image's channels through a stored factorisation (a cached mask)."""
     top = 0
@@ -456,7 +459,7 @@ def _forward_kernel(image, mask, children, neighbours, panels, pixels, table, po
 
 
 @_jit
-def _backward_kernel(image, panels, pixels, table, solution):  # pragma: no cover - compiled
+def backward_substitution(image, panels, pixels, table, solution):  # pragma: no cover - compiled
     """Back substitution, root first: each node's pivots from its forward values and its (solved) boundary."""
     for node in range(len(table) - 1, -1, -1):
         base, start, pivots, size = table[node, 0], table[node, 1], table[node, 2], table[node, 3]

@@ -11,118 +11,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attribution import check_images
-from .config import DEFAULT_FRACTIONS, MaskingError, MaskingTypeError
-from .perturbation import _config, _Masker, check_relevance
+from ._engine import SCORES, BlockScores, check_precision, compute_device, score_block
+from ._inputs import check_labels, check_relevance, fill_colours, rows_per_pass
+from .config import MaskingConfig, MaskingError, hidden_counts, masking_config, unit_count
 
-__all__ = ["curves", "aopc"]
+_SHARE = {"remove": "hidden", "keep": "kept"}
 
-SCORES = ("correct", "probability", "output")
-
-
-def _device(model: nn.Module, default: torch.device) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else default
+__all__ = ["curves", "curves_block", "assemble_curves", "aopc", "aopc_definition", "check_aopc_fractions",
+           "curve_variables"]
 
 
-def check_labels(labels: Any, count: int, name: str = "labels") -> torch.Tensor:
-    """Return ``labels`` as a long tensor (N,) after checking length and integer type."""
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise MaskingTypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
-    labels = labels.reshape(-1).long()
-    if len(labels) != count:
-        raise MaskingError(f"{name} has {len(labels)} entries; expected one per image ({count})")
-    if len(labels) and int(labels.min()) < 0:
-        raise MaskingError(f"{name} must be class indices >= 0, got {int(labels.min())}")
-    return labels
+def aopc(original: np.ndarray, curve: np.ndarray, fractions: Sequence[float], mode: str = "remove") -> np.ndarray:
+    """Area over the perturbation curve, signed so that with ``order="morf"`` a better map scores higher.
 
+    ``remove`` (deletion): the mean over the steps with fraction > 0 of ``original - curve``, the drop when the
+    first units of the order are hidden. Samek et al. (2017) average over k = 0 .. L including the zero step k = 0;
+    this is their value times (L + 1) / L, so that it does not depend on whether fraction 0 is listed.
 
-@torch.inference_mode()
-def _scores(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, contrastive: bool,
-            check: bool = False) -> np.ndarray:
-    """(3, B): correct, probability of the true class and explained output, for one batch."""
-    logits = model(batch).to(torch.float64)
-    classes = logits.shape[1]
-    labels = labels.to(logits.device)
-    if check and int(labels.max()) >= classes:
-        raise MaskingError(f"labels go up to {int(labels.max())} but the model has {classes} classes")
-    if check and contrastive and classes < 2:
-        raise MaskingError("the contrastive output needs a model with at least 2 classes; pass contrastive=False")
-    true = logits.gather(1, labels[:, None])[:, 0]
-    output = true - (logits.sum(1) - true) / (classes - 1) if contrastive else true
-    probability = torch.exp(true - torch.logsumexp(logits, 1))
-    correct = (logits.argmax(1) == labels).to(torch.float64)
-    return torch.stack([correct, probability, output]).cpu().numpy()
-
-
-class _EvalMode:
-    """Put models in evaluation mode for a block and restore their modes afterwards."""
-
-    def __init__(self, models: Sequence[nn.Module]):
-        self.models = models
-
-    def __enter__(self):
-        self.modes = [model.training for model in self.models]
-        for model in self.models:
-            model.eval()
-
-    def __exit__(self, *exc):
-        for model, mode in zip(self.models, self.modes):
-            model.train(mode)
-
-
-def _original_scores(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                     contrastive: bool) -> np.ndarray:
-    """(3, N) scores on the unmasked images."""
-    device = _device(model, images.device)
-    return np.concatenate([_scores(model, images[start:start + batch_size].to(device),
-                                   labels[start:start + batch_size], contrastive, check=True)
-                           for start in range(0, len(images), batch_size)], axis=1)
-
-
-def _masked_scores(masker: _Masker, models: Sequence[nn.Module], labels: Sequence[torch.Tensor], batch_size: int,
-                   contrastive: bool, bar=None) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every model on every masked variant, each built once and forwarded in large batches.
-
-    Fractions that hide nothing reuse the unmasked scores and fractions that hide the same number of units share
-    one forward pass, so only ``N * (distinct positive counts)`` inputs are built. Returns the distinct counts (U,)
-    and the scores (T, 3, U, N).
-    """
-    unique = np.unique(masker.counts[masker.counts > 0])
-    count = len(masker.images)
-    result = np.empty((len(models), 3, len(unique), count))
-    image_index = torch.arange(count).repeat_interleave(len(unique))
-    unit_index = torch.arange(len(unique)).repeat(count)
-    unique_tensor = torch.from_numpy(unique)
-    devices = [_device(model, masker.images.device) for model in models]
-    for start in range(0, len(image_index), batch_size):
-        images_of, units_of = image_index[start:start + batch_size], unit_index[start:start + batch_size]
-        batch = masker.masked(images_of, unique_tensor[units_of])
-        on_device = {}
-        for target, (model, device) in enumerate(zip(models, devices)):
-            if device not in on_device:
-                on_device[device] = batch.to(device, non_blocking=True)
-            result[target][:, units_of.numpy(), images_of.numpy()] = _scores(model, on_device[device],
-                                                                             labels[target][images_of], contrastive)
-        if bar is not None:
-            bar.update(len(images_of))
-    return unique, result
-
-
-def _by_fraction(counts: np.ndarray, unique: np.ndarray, masked: np.ndarray, original: np.ndarray) -> np.ndarray:
-    """(3, F, N) scores per fraction from the distinct-count scores (3, U, N) and the unmasked ones (3, N)."""
-    curves = np.empty((3, len(counts), original.shape[-1]))
-    positive = counts > 0
-    curves[:, positive] = masked[:, np.searchsorted(unique, counts[positive])]
-    curves[:, ~positive] = original[:, None]
-    return curves
-
-
-def aopc(original: np.ndarray, curve: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
-    """Area over the perturbation curve: mean over the steps with fraction > 0 of ``original - curve``.
-
-    Samek et al. (2017) average over k = 0 .. L including the zero step k = 0; this is their value times
-    (L + 1) / L, so that it does not depend on whether fraction 0 is listed.
+    ``keep`` (insertion, preservation): the mean over the steps with fraction < 1 of ``curve - original``, minus the
+    drop when only the first units of the order are kept. A map whose top units preserve the decision scores near
+    0 (or above); one that keeps the wrong units scores far below.
 
     Parameters
     ----------
@@ -131,41 +39,53 @@ def aopc(original: np.ndarray, curve: np.ndarray, fractions: Sequence[float]) ->
     curve : ndarray (..., F, N)
         f(x_k) at each fraction.
     fractions : sequence of float (F,)
+    mode : {"remove", "keep"}
 
     Returns
     -------
     ndarray (..., N)
         AOPC per image.
     """
-    steps = np.asarray(fractions) > 0
-    if not steps.any():
-        raise MaskingError("AOPC needs at least one fraction > 0")
-    return (original[..., None, :] - curve[..., steps, :]).mean(-2)
+    steps = check_aopc_fractions(fractions, mode)
+    difference = original[..., None, :] - curve[..., steps, :]
+    return (difference if mode == "remove" else -difference).mean(-2)
 
 
-def _check_batch_size(batch_size: Any, images: torch.Tensor, device: torch.device) -> int:
-    """``batch_size``, or by default a power of 2 of about 2**18 pixels per batch on a CPU, 2**22 on a GPU.
+def check_aopc_fractions(fractions: Sequence[float], mode: str) -> np.ndarray:
+    """The steps AOPC averages over (fractions > 0 for ``remove``, < 1 for ``keep``); raise if there are none."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if mode == "remove":
+        steps = fractions > 0
+        if not steps.any():
+            raise MaskingError(f"fractions must include at least one value > 0 for AOPC with mode='remove', got "
+                               f"{fractions.tolist()}")
+    elif mode == "keep":
+        steps = fractions < 1
+        if not steps.any():
+            raise MaskingError(f"fractions must include at least one value < 1 for AOPC with mode='keep', got "
+                               f"{fractions.tolist()}")
+    else:
+        raise MaskingError(f"mode must be 'remove' or 'keep', got {mode!r}")
+    return steps
 
-    On a CPU the forward pass is fastest per image when a batch's activations fit the caches: on the reference
-    machine 64 images at 64 px and 16 at 112 px, 1.5x faster than batches of 128 at 112 px.
-    """
-    if batch_size is None:
-        budget = 2 ** 22 if device.type != "cpu" else 2 ** 18
-        pixels = images.shape[-2] * images.shape[-1]
-        return int(min(512, 2 ** max(0, int(np.floor(np.log2(max(budget / pixels, 1.0)))))))
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise MaskingError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
+
+def aopc_definition(mode: str) -> str:
+    """What AOPC means for ``mode``, for the attributes of results."""
+    if mode == "remove":
+        return ("mean over fractions > 0 of f(original) - f(masked), the first fraction of the order hidden; with "
+                "order 'morf' a better map scores higher")
+    return ("mean over fractions < 1 of f(masked) - f(original), only the first fraction of the order kept; with "
+            "order 'morf' a better map scores higher")
 
 
-def _curve_variables(scores: np.ndarray, original: np.ndarray, fractions: Sequence[float],
-                     leading: tuple[str, ...] = ()) -> dict[str, tuple]:
+def curve_variables(scores: np.ndarray, original: np.ndarray, fractions: Sequence[float], mode: str,
+                    leading: tuple[str, ...] = ()) -> dict[str, tuple]:
     """Curves, accuracy, AOPCs and accuracy AUC as xarray (dims, values) pairs; ``scores`` is (..., 3, F, N)."""
     dims = leading + ("fraction", "image")
-    correct, probability, output = (scores[..., k, :, :] for k in range(3))
+    correct, probability, output = (scores[..., k, :, :] for k in range(len(SCORES)))
     accuracy = correct.mean(-1)
-    aopc_output = aopc(original[..., 2, :], output, fractions)
-    aopc_probability = aopc(original[..., 1, :], probability, fractions)
+    aopc_output = aopc(original[..., 2, :], output, fractions, mode)
+    aopc_probability = aopc(original[..., 1, :], probability, fractions, mode)
     return {"correct": (dims, correct.astype(bool)), "probability": (dims, probability), "output": (dims, output),
             "accuracy": (leading + ("fraction",), accuracy),
             "aopc_output": (leading + ("image",), aopc_output),
@@ -175,16 +95,77 @@ def _curve_variables(scores: np.ndarray, original: np.ndarray, fractions: Sequen
             "accuracy_auc": (leading, trapezoid(accuracy, np.asarray(fractions), axis=-1))}
 
 
-def curves(model: nn.Module, images: torch.Tensor, labels: Any, relevance: Any,
-           fractions: Sequence[float] = DEFAULT_FRACTIONS, order: str = "morf", fill: str = "mean", patch: int = 1,
-           mode: str = "remove", seed: int = 0, *, fill_value: Any = None, blur_sigma: float | None = None,
-           road_noise: float = 0.01, batch_size: int | None = None, contrastive: bool = True, progress: bool = False,
-           image_ids: Sequence | None = None) -> xr.Dataset:
+def curves_block(model: nn.Module, images: torch.Tensor, maps: Any, labels: Any, config: MaskingConfig, *,
+                 image_index: Sequence[int], fill_colours: torch.Tensor | None = None, batch_size: int | None = None,
+                 contrastive: bool = True, device: str | torch.device | None = None,
+                 precision: str = "float32") -> BlockScores:
+    """Score one model on one block of images masked by its maps: a unit of :func:`own_map_curves`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Moved to ``device`` (in place) and put in evaluation mode for the call.
+    images : tensor (n, 3, H, W)
+        The block's images.
+    maps : tensor, ndarray or DataArray (n, H, W)
+        Their relevance maps (ignored but checked for ``order="random"``).
+    labels : array-like of int (n,)
+    config : MaskingConfig
+    image_index : sequence of int (n,)
+        The images' positions among all images of the step: they key each image's random draws, so every split
+        into blocks gives the same numbers.
+    fill_colours : tensor (n, 3), optional
+        Needed by the ``mean`` and ``road`` fills: these images' rows of the colours resolved over all images
+        (:attr:`CubeInputs.fill_colours`).
+    batch_size : int, optional
+        Rows of every forward pass; give every unit of a step the same value (:meth:`CubeInputs.batch_size`).
+    contrastive, device, precision
+        As for :func:`curves`.
+
+    Returns
+    -------
+    BlockScores
+        ``unmasked`` (3, n) and ``masked`` (3, F, n); join blocks with :meth:`BlockScores.concatenate` and build
+        the result with :func:`assemble_curves`.
+    """
+    images = check_images(images)
+    labels = check_labels(labels, len(images))
+    scores = score_block(model, images, [maps], labels, config, image_index=image_index, fill_colours=fill_colours,
+                         batch_size=batch_size, contrastive=contrastive, device=device, precision=precision)
+    return BlockScores(scores.unmasked, scores.masked[0])
+
+
+def assemble_curves(scores: BlockScores, config: MaskingConfig, *, units: int, labels: Any,
+                    image_ids: Sequence | None = None, contrastive: bool = True,
+                    precision: str = "float32") -> xr.Dataset:
+    """The :func:`curves` dataset of one model from its scores over all images (:func:`curves_block`).
+
+    ``units`` is the number of pixels (or patches) of an image; ``labels`` the images' classes.
+    """
+    count = scores.unmasked.shape[-1]
+    labels = check_labels(labels, count)
+    if image_ids is not None and len(image_ids) != count:
+        raise MaskingError(f"image_ids has {len(image_ids)} entries; expected one per image ({count})")
+    variables = curve_variables(scores.masked, scores.unmasked, config.fractions, config.mode)
+    coords = {"fraction": list(config.fractions),
+              "hidden_units": ("fraction", hidden_counts(config.fractions, units, config.mode)),
+              "image": list(image_ids) if image_ids is not None else np.arange(count),
+              "label": ("image", labels.numpy())}
+    attrs = {**config.attrs(), "contrastive": int(contrastive), "units": units,
+             "precision": check_precision(precision), "aopc": aopc_definition(config.mode),
+             "accuracy_auc": f"trapezoid of accuracy over the fractions {_SHARE[config.mode]}"}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def curves(model: nn.Module, images: torch.Tensor, labels: Any, relevance: Any, config: MaskingConfig | None = None,
+           *, batch_size: int | None = None, contrastive: bool = True, device: str | torch.device | None = None,
+           precision: str = "float32", progress: bool = False, image_ids: Sequence | None = None,
+           **overrides: Any) -> xr.Dataset:
     """Score a model on its images masked by growing fractions of their relevance order.
 
     Each map is ranked once; all masked variants are built with tensor ops and fed in batches of ``batch_size``
     (variants of several images and fractions per forward pass); the unmasked forward pass is done once and
-    reused for fraction 0.
+    reused for fractions that hide nothing.
 
     Parameters
     ----------
@@ -194,45 +175,60 @@ def curves(model: nn.Module, images: torch.Tensor, labels: Any, relevance: Any,
     labels : array-like of int (N,)
         True classes; probabilities, outputs and accuracy refer to them.
     relevance : tensor, ndarray or DataArray (N, H, W)
-    fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise
-        See :class:`MaskingConfig`.
+    config : MaskingConfig, optional
+        The masking settings (default ``MaskingConfig()``).
     batch_size : int, optional
         Masked images per forward pass; default about 2**18 pixels per batch on a CPU (64 images at 64 px, 16 at
-        112 px) and 2**22 on a GPU.
+        112 px) and 2**22 on a GPU, but no more than the masked images per fraction. Every pass has exactly this
+        many rows (a short last batch is padded).
     contrastive : bool
         Explained output z_c - mean_{j != c} z_j (default) or the plain logit z_c.
+    device : str or torch.device, optional
+        Where the model runs (it is moved there); default: where its parameters are.
+    precision : {"float32", "bfloat16"}
+        Number format of the forward passes (bfloat16 through ``torch.autocast``); recorded in the attributes.
     progress : bool
         Show a progress bar.
     image_ids : sequence, optional
         Values of the ``image`` coordinate (default 0 .. N - 1).
+    **overrides
+        Fields of :class:`MaskingConfig` that replace the config's: ``fractions``, ``order``, ``fill``, ``patch``,
+        ``mode``, ``seed``, ``fill_value``, ``blur_sigma``, ``road_noise``. They are keyword-only.
 
     Returns
     -------
     xarray.Dataset
         Over (``fraction``, ``image``): ``correct``, ``probability`` and ``output``; over ``fraction``:
-        ``accuracy``; over ``image``: ``aopc_output`` and ``aopc_probability`` (see :func:`aopc`); scalars
-        ``mean_aopc_output``, ``mean_aopc_probability`` and ``accuracy_auc`` (trapezoid over the fractions given).
-        Coordinates: ``fraction``, ``hidden_units`` (pixels or patches hidden), ``image``, ``label``.
+        ``accuracy``; over ``image``: ``aopc_output`` and ``aopc_probability`` (see :func:`aopc`; its definition
+        for the mode is the ``aopc`` attribute); scalars ``mean_aopc_output``, ``mean_aopc_probability`` and
+        ``accuracy_auc`` (trapezoid over the fractions given). Coordinates: ``fraction``, ``hidden_units`` (pixels
+        or patches hidden), ``image``, ``label``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from lrp_faces.masking import curves
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    >>> images, relevance = torch.rand(4, 3, 8, 8), torch.randn(4, 8, 8)
+    >>> result = curves(model, images, [0, 1, 0, 1], relevance, fractions=(0.0, 0.5, 1.0), mode="keep")
+    >>> result.output.dims, result.attrs["mode"]
+    (('fraction', 'image'), 'keep')
     """
+    config = masking_config(config, overrides)
     images = check_images(images)
-    config = _config(fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise)
-    if not any(value > 0 for value in config.fractions):
-        raise MaskingError(f"fractions must include at least one value > 0 for AOPC, got {list(config.fractions)}")
+    check_aopc_fractions(config.fractions, config.mode)
+    precision = check_precision(precision)
     labels = check_labels(labels, len(images))
-    batch_size = _check_batch_size(batch_size, images, _device(model, images.device))
-    masker = _Masker(images, check_relevance(relevance, images), config)
+    relevance = check_relevance(relevance, images)
+    units = unit_count(images.shape, config.patch)
     if image_ids is not None and len(image_ids) != len(images):
         raise MaskingError(f"image_ids has {len(image_ids)} entries; expected one per image ({len(images)})")
-    with _EvalMode([model]):
-        original = _original_scores(model, images, labels, batch_size, contrastive)
-        total = len(images) * len(np.unique(masker.counts[masker.counts > 0]))
-        with tqdm(total=total, desc="masking", unit="image", disable=not progress, leave=False) as bar:
-            unique, masked = _masked_scores(masker, [model], [labels], batch_size, contrastive, bar)
-    scores = _by_fraction(masker.counts, unique, masked[0], original)
-    variables = _curve_variables(scores, original, config.fractions)
-    coords = {"fraction": list(config.fractions), "hidden_units": ("fraction", masker.counts),
-              "image": list(image_ids) if image_ids is not None else np.arange(len(images)),
-              "label": ("image", labels.numpy())}
-    attrs = {**config.attrs(), "contrastive": int(contrastive), "units": masker.ranking.units,
-             "aopc": "mean over fractions > 0 of f(original) - f(masked)"}
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    counts = hidden_counts(config.fractions, units, config.mode)
+    total = len(images) * len(np.unique(counts[counts > 0]))
+    batch_size = rows_per_pass(batch_size, images.shape, compute_device(model, device), len(images), config)
+    with tqdm(total=total, desc="masking", unit="image", disable=not progress, leave=False) as bar:
+        scores = score_block(model, images, [relevance], labels, config, image_index=np.arange(len(images)),
+                             fill_colours=fill_colours(images, config), batch_size=batch_size,
+                             contrastive=contrastive, device=device, precision=precision, bar=bar)
+    return assemble_curves(BlockScores(scores.unmasked, scores.masked[0]), config, units=units, labels=labels,
+                           image_ids=image_ids, contrastive=contrastive, precision=precision)

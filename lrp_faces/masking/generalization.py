@@ -1,7 +1,26 @@
-"""Cross-model generalisation: every model of a cube scored on images masked by every model's relevance."""
+"""Cross-model generalisation: every model of a cube scored on images masked by every model's relevance.
+
+The work splits into units, one per (target model, image block): :func:`generalization_block` scores one target on
+one block of images masked by every source's maps and by the random order, with only that target in memory.
+:func:`assemble_generalization` builds the result from every target's scores over all images, and runs the
+bootstraps and permutation tests over all images. :func:`generalization` runs the units one after another; an
+executor can run the same units elsewhere and get the same numbers::
+
+    inputs = generalization_inputs(cube, zoo, dataset, fill="blur")
+    scores = []
+    for target in inputs.specs:
+        model = zoo[target]
+        rows = inputs.batch_size(device=device)  # the same rows per forward pass in every unit
+        scores.append(BlockScores.concatenate([
+            generalization_block(model, inputs.images[block], [inputs.maps(source, block) for source in inputs.specs],
+                                 inputs.labels[target.task][block], inputs.config,
+                                 image_index=range(block.start, block.stop), fill_colours=inputs.colours(block),
+                                 batch_size=rows, device=device)
+            for block in inputs.blocks(block_size)]))
+    result = assemble_generalization(scores, inputs)
+"""
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import warnings
 from collections.abc import Mapping
@@ -16,18 +35,19 @@ from tqdm.auto import tqdm
 
 from ..attribution import check_images
 from ..zoo import MODEL_DIMS, ModelSpec
-from .config import DEFAULT_FRACTIONS, MaskingError, MaskingTypeError
-from .curves import (_by_fraction, _check_batch_size, _curve_variables, _device, _EvalMode, _masked_scores,
-                     _original_scores, aopc, check_labels)
-from .perturbation import _config, _Fills, _Masker, check_relevance
+from ._engine import BlockScores, compute_device, check_precision, score_block
+from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_finite, check_labels, cube_inputs
+from .config import MaskingConfig, MaskingError, masking_config
+from .curves import aopc, aopc_definition, check_aopc_fractions, curve_variables
 
-__all__ = ["generalization", "relation", "RELATIONS", "MODEL_DIMS"]
+__all__ = ["generalization", "generalization_inputs", "generalization_block", "assemble_generalization", "relation",
+           "RELATIONS", "MODEL_DIMS"]
 
 
-CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
 RELATIONS = ("same_model", "same_cell_different_seed", "different_task", "different_pretraining", "both_different")
 """How a source model relates to a target model, in the summary of :func:`generalization`."""
 SCORES = ("output", "probability")
+"""The AOPCs the generalisation index can be built from."""
 _RNG = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"  # scipy < 1.15
 
 
@@ -39,68 +59,6 @@ def relation(source: ModelSpec, target: ModelSpec) -> str:
     if same_pretraining:
         return "different_task"
     return "different_pretraining" if same_task else "both_different"
-
-
-def _check_cube(cube: Any) -> xr.DataArray:
-    if not isinstance(cube, xr.Dataset) or "relevance" not in cube:
-        raise MaskingTypeError(f"cube must be an xarray.Dataset with a 'relevance' variable, got "
-                               f"{type(cube).__name__}")
-    relevance = cube["relevance"]
-    if set(relevance.dims) != set(CUBE_DIMS):
-        raise MaskingError(f"cube.relevance must have dims {CUBE_DIMS}, got {relevance.dims}")
-    return relevance.transpose(*CUBE_DIMS)
-
-
-def _specs(relevance: xr.DataArray) -> list[ModelSpec]:
-    return [ModelSpec(str(pretraining), str(task), int(seed)) for pretraining in relevance.pretraining.values
-            for task in relevance.task.values for seed in relevance.seed.values]
-
-
-def _check_finite(specs: list[ModelSpec], relevance: xr.DataArray) -> None:
-    finite = np.asarray(np.isfinite(relevance).all(("image", "y", "x")).values).reshape(-1)
-    bad = [str(spec) for spec, ok in zip(specs, finite) if not ok]
-    if bad:
-        raise MaskingError(f"relevance of {', '.join(bad[:10])} contains NaN or Inf values (an incomplete cube?)")
-
-
-def _check_zoo(specs: list[ModelSpec], zoo: Mapping) -> None:
-    if not isinstance(zoo, Mapping):
-        raise MaskingTypeError(f"zoo must map ModelSpec to models (e.g. lrp_faces.zoo.Zoo), got {type(zoo).__name__}")
-    available = set(iter(zoo))  # iterating a Zoo lists its specs without loading any model
-    missing = [str(spec) for spec in specs if spec not in available]
-    if missing:
-        raise MaskingError(f"the cube has relevance for {len(missing)} model(s) missing from the zoo: "
-                           f"{', '.join(missing[:10])}; the zoo has {', '.join(map(str, sorted(available)))}")
-
-
-def _select_images(dataset: Any, relevance: xr.DataArray) -> tuple[torch.Tensor, np.ndarray]:
-    for attribute in ("images", "labels", "image_ids"):
-        if not hasattr(dataset, attribute):
-            raise MaskingTypeError(f"dataset must have .images, .labels(task) and .image_ids (e.g. SyntheticFaces); "
-                                   f"{type(dataset).__name__} has no .{attribute}")
-    position = {str(image_id): index for index, image_id in enumerate(dataset.image_ids)}
-    ids = [str(image_id) for image_id in relevance.image.values]
-    missing = [image_id for image_id in ids if image_id not in position]
-    if missing:
-        raise MaskingError(f"{len(missing)} image id(s) of the cube are not in the dataset: {missing[:10]}")
-    indices = np.array([position[image_id] for image_id in ids], dtype=np.int64)
-    images = check_images(torch.as_tensor(dataset.images)[torch.from_numpy(indices)], "dataset images")
-    if tuple(images.shape[2:]) != (relevance.sizes["y"], relevance.sizes["x"]):
-        raise MaskingError(f"the dataset's images are {tuple(images.shape[2:])} px but the cube's maps are "
-                           f"{(relevance.sizes['y'], relevance.sizes['x'])}")
-    return images, indices
-
-
-def _task_labels(dataset: Any, relevance: xr.DataArray, indices: np.ndarray) -> dict[str, torch.Tensor]:
-    labels = {}
-    for task in map(str, relevance.task.values):
-        values = check_labels(np.asarray(dataset.labels(task))[indices], len(indices), f"dataset.labels({task!r})")
-        if task in relevance.coords and relevance.coords[task].dims == ("image",):
-            if not np.array_equal(np.asarray(relevance.coords[task].values), values.numpy()):
-                raise MaskingError(f"the cube's {task!r} labels disagree with dataset.labels({task!r}) for the "
-                                   f"same image ids")
-        labels[task] = values
-    return labels
 
 
 def _derived(means: np.ndarray, sources: int, groups: list[np.ndarray]) -> np.ndarray:
@@ -193,18 +151,72 @@ def _statistics(per_image: np.ndarray, random_per_image: np.ndarray, relations: 
     return statistics
 
 
-def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                   order: str = "morf", fill: str = "mean", patch: int = 1, mode: str = "remove", seed: int = 0, *,
-                   fill_value: Any = None, blur_sigma: float | None = None, road_noise: float = 0.01,
-                   batch_size: int | None = None, contrastive: bool = True, score: str = "output",
-                   n_bootstrap: int = 1000,
+def generalization_inputs(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None,
+                          **overrides: Any) -> CubeInputs:
+    """Check the inputs of :func:`generalization` and gather them by image position (its units' inputs).
+
+    Every model of the cube's grid is a source and a target; the zoo must hold them all and no map may be NaN.
+    """
+    config = masking_config(config, overrides)
+    if config.order == "random":
+        raise MaskingError("generalization compares maps with a random order: order must be 'morf' or 'lerf'")
+    check_aopc_fractions(config.fractions, config.mode)
+    inputs = cube_inputs(cube, zoo, dataset, config)
+    check_finite(list(inputs.specs), inputs.relevance)
+    return inputs
+
+
+def generalization_block(target_model: nn.Module, images: torch.Tensor, maps: Sequence[Any], labels: Any,
+                         config: MaskingConfig, *, image_index: Sequence[int],
+                         fill_colours: torch.Tensor | None = None, batch_size: int | None = None,
+                         contrastive: bool = True, device: str | torch.device | None = None,
+                         precision: str = "float32") -> BlockScores:
+    """Score one target model on one block of images masked by every source's maps, then by the random order.
+
+    The unit of work of :func:`generalization`: it needs one model in memory, and its numbers depend only on the
+    block's own images (any split into blocks gives the same result).
+
+    Parameters
+    ----------
+    target_model : nn.Module
+        Moved to ``device`` (in place) and put in evaluation mode for the call.
+    images : tensor (n, 3, H, W)
+        The block's images.
+    maps : sequence of S maps (n, H, W), or an array (S, n, H, W)
+        Each source model's relevance of these images (tensors, arrays or DataArrays, read one source at a time).
+    labels : array-like of int (n,)
+        The classes of the images in the target's task.
+    config : MaskingConfig
+        ``order`` must be ``"morf"`` or ``"lerf"``; the random source uses the same settings with
+        ``order="random"``.
+    image_index, fill_colours, batch_size, contrastive, device, precision
+        As for :func:`curves_block`; every unit of a step takes the same ``batch_size``
+        (:meth:`CubeInputs.batch_size`).
+
+    Returns
+    -------
+    BlockScores
+        ``unmasked`` (3, n) and ``masked`` (S + 1, 3, F, n): the sources in order, then the random order.
+    """
+    if config.order == "random":
+        raise MaskingError("generalization compares maps with a random order: order must be 'morf' or 'lerf'")
+    images = check_images(images)
+    labels = check_labels(labels, len(images))
+    return score_block(target_model, images, list(maps) + [None], labels, config, image_index=image_index,
+                       fill_colours=fill_colours, batch_size=batch_size, contrastive=contrastive, device=device,
+                       precision=precision)
+
+
+def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None, *,
+                   batch_size: int | None = None, block_size: int | None = DEFAULT_BLOCK_SIZE,
+                   contrastive: bool = True, score: str = "output", n_bootstrap: int = 1000,
                    n_permutations: int = 1000, confidence: float = 0.95, device: str | torch.device | None = None,
-                   progress: bool = True) -> xr.Dataset:
+                   precision: str = "float32", progress: bool = True, **overrides: Any) -> xr.Dataset:
     """Evaluate every model of a cube on images masked by every model's relevance, and by a random order.
 
-    Each source map is ranked once and each masked batch is built once, then scored by every target model (all
-    targets are loaded once and held in memory for the call). A target is always scored on its own task's labels:
-    a gender model masked by an identity model's map is scored on gender.
+    Targets are loaded one at a time; for each, the images go in blocks of ``block_size`` (units of work, see the
+    module), each masked by every source's maps and scored by the target. A target is always scored on its own
+    task's labels: a gender model masked by an identity model's map is scored on gender.
 
     Parameters
     ----------
@@ -215,11 +227,13 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         e.g. :class:`~lrp_faces.zoo.Zoo`; must hold every model of the cube.
     dataset
         Has ``.images`` (N, 3, H, W), ``.labels(task)`` and ``.image_ids`` covering the cube's images.
-    fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise
-        See :class:`MaskingConfig`; ``order`` is ``"morf"`` or ``"lerf"``. The random source uses the same
-        settings with ``order="random"``.
+    config : MaskingConfig, optional
+        The masking settings; ``order`` is ``"morf"`` or ``"lerf"``. The random source uses the same settings with
+        ``order="random"``.
     batch_size : int, optional
         Masked images per forward pass (default: see :func:`curves`).
+    block_size : int or None
+        Images per unit of work (None: all at once); bounds memory, and the result does not depend on it.
     contrastive : bool
         Explained output z_c - mean_{j != c} z_j (default) or the plain logit.
     score : {"output", "probability"}
@@ -230,8 +244,12 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         Resamples of the paired permutation test of each asymmetry (exact when 2^N is smaller).
     device : str or torch.device, optional
         Where the models run (default: where they are loaded).
+    precision : {"float32", "bfloat16"}
+        Number format of the forward passes; recorded in the attributes.
     progress : bool
-        Show a progress bar.
+        Show a progress bar over the units.
+    **overrides
+        Fields of :class:`MaskingConfig` that replace the config's, e.g. ``fill="blur"``; keyword-only.
 
     Returns
     -------
@@ -239,73 +257,81 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         Dims ``source_pretraining``, ``source_task``, ``source_seed``, ``target_pretraining``, ``target_task``,
         ``target_seed``, ``fraction``, ``image`` and ``relation``. Per source and target: curves (``correct``,
         ``probability``, ``output``, ``accuracy``), AOPCs (``aopc_output``, ``aopc_probability`` per image and
-        ``mean_*``), ``accuracy_auc``, ``aopc`` (mean AOPC of ``score``) with ``aopc_ci_low``/``_high``,
-        ``generalization_index`` G(s->t) = (AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t)) with
-        CIs, ``asymmetry`` G(s->t) - G(t->s) with ``asymmetry_p_value``, and ``pair_relation``. The random source
-        is in ``random_*`` variables over the target dims; the unmasked scores in ``unmasked_*``; ``summary_*``
-        variables average G, AOPC and ``|asymmetry|`` over the pairs of each relation (:data:`RELATIONS`).
+        ``mean_*``; see :func:`aopc`, for ``remove`` and ``keep``), ``accuracy_auc``, ``aopc`` (mean AOPC of
+        ``score``) with ``aopc_ci_low``/``_high``, ``generalization_index``
+        G(s->t) = (AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t)) with CIs, ``asymmetry``
+        G(s->t) - G(t->s) with ``asymmetry_p_value``, and ``pair_relation``. The random source is in ``random_*``
+        variables over the target dims; the unmasked scores in ``unmasked_*``; ``summary_*`` variables average G,
+        AOPC and ``|asymmetry|`` over the pairs of each relation (:data:`RELATIONS`).
     """
-    config = _config(fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise)
-    if config.order == "random":
-        raise MaskingError("generalization compares maps with a random order: order must be 'morf' or 'lerf'")
-    if not any(value > 0 for value in config.fractions):
-        raise MaskingError(f"fractions must include at least one value > 0 for AOPC, got {list(config.fractions)}")
     if score not in SCORES:
         raise MaskingError(f"score must be one of {SCORES}, got {score!r}")
     if not 0 < confidence < 1:
         raise MaskingError(f"confidence must be in (0, 1), got {confidence!r}")
-    relevance = _check_cube(cube)
-    specs = _specs(relevance)
-    _check_zoo(specs, zoo)
-    _check_finite(specs, relevance)
-    images, indices = _select_images(dataset, relevance)
-    task_labels = _task_labels(dataset, relevance, indices)
-    labels = [task_labels[spec.task] for spec in specs]
-    fills = _Fills(images, config)
-    models: list[nn.Module] = []
-    for spec in specs:
-        model = zoo[spec]
-        models.append(model.to(device) if device is not None else model)
-    batch_size = _check_batch_size(batch_size, images, _device(models[0], images.device))
-    count, sources = len(images), len(specs)
-    random_config = dataclasses.replace(config, order="random")
-    with _EvalMode(models):
-        unmasked = np.stack([_original_scores(model, images, label, batch_size, contrastive)
-                             for model, label in zip(models, labels)])  # (T, 3, N)
-        scores = np.empty((sources + 1, sources, 3, len(config.fractions), count))
-        with tqdm(total=sources + 1, desc="generalization", unit="source", disable=not progress) as bar:
-            for source in range(sources + 1):
-                if source < sources:
-                    spec = specs[source]
-                    maps = relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed)
-                    masker = _Masker(images, check_relevance(maps, images, f"relevance of {spec}"), config, fills)
-                    bar.set_postfix(source=str(spec))
-                else:
-                    masker = _Masker(images, torch.zeros(images.shape[0], *images.shape[2:]), random_config, fills)
-                    bar.set_postfix(source="random")
-                unique, masked = _masked_scores(masker, models, labels, batch_size, contrastive)
-                for target in range(sources):
-                    scores[source, target] = _by_fraction(masker.counts, unique, masked[target], unmasked[target])
+    precision = check_precision(precision)
+    inputs = generalization_inputs(cube, zoo, dataset, config, **overrides)
+    blocks = inputs.blocks(block_size)
+    scores = []
+    with tqdm(total=len(inputs.specs) * len(blocks), desc="generalization", unit="unit",
+              disable=not progress) as bar:
+        for target in inputs.specs:
+            model = zoo[target]
+            rows = inputs.batch_size(batch_size, compute_device(model, device))
+            bar.set_postfix(target=str(target))
+            parts = []
+            for block in blocks:
+                parts.append(generalization_block(model, inputs.images[block],
+                                                  [inputs.maps(source, block) for source in inputs.specs],
+                                                  inputs.labels[target.task][block], inputs.config,
+                                                  image_index=range(block.start, block.stop),
+                                                  fill_colours=inputs.colours(block), batch_size=rows,
+                                                  contrastive=contrastive, device=device, precision=precision))
                 bar.update()
-    return _assemble(scores, unmasked, specs, relevance, config, score, contrastive, n_bootstrap, n_permutations,
-                     confidence)
+            scores.append(BlockScores.concatenate(parts))
+            del model
+    return assemble_generalization(scores, inputs, score=score, contrastive=contrastive, n_bootstrap=n_bootstrap,
+                                   n_permutations=n_permutations, confidence=confidence, precision=precision)
 
 
-def _assemble(scores: np.ndarray, unmasked: np.ndarray, specs: list[ModelSpec], relevance: xr.DataArray,
-              config, score: str, contrastive: bool, n_bootstrap: int, n_permutations: int,
-              confidence: float) -> xr.Dataset:
-    """The result dataset from scores (S + 1, S, 3, F, N), the last source being random, and unmasked (S, 3, N)."""
-    sources = len(specs)
+def assemble_generalization(scores: Sequence[BlockScores], inputs: CubeInputs, *, score: str = "output",
+                            contrastive: bool = True, n_bootstrap: int = 1000, n_permutations: int = 1000,
+                            confidence: float = 0.95, precision: str = "float32") -> xr.Dataset:
+    """The :func:`generalization` dataset from every target's scores over all images, with its statistics.
+
+    Parameters
+    ----------
+    scores : sequence of BlockScores
+        One per target, in the order of ``inputs.specs``: its :func:`generalization_block` results joined over
+        every block in image order (``masked`` (S + 1, 3, F, N), ``unmasked`` (3, N)).
+    inputs : CubeInputs
+        From :func:`generalization_inputs`.
+    score, contrastive, n_bootstrap, n_permutations, confidence, precision
+        As for :func:`generalization`; the bootstraps and permutation tests run here, over all images.
+    """
+    if score not in SCORES:
+        raise MaskingError(f"score must be one of {SCORES}, got {score!r}")
+    if not 0 < confidence < 1:
+        raise MaskingError(f"confidence must be in (0, 1), got {confidence!r}")
+    specs, config, relevance = list(inputs.specs), inputs.config, inputs.relevance
+    sources, count = len(specs), len(inputs.images)
+    expected = (sources + 1, 3, len(config.fractions), count)
+    if len(scores) != sources or any(part.masked.shape != expected or part.unmasked.shape != (3, count)
+                                     for part in scores):
+        raise MaskingError(f"scores must hold one BlockScores per target ({sources}), each with masked of shape "
+                           f"{expected} and unmasked of shape {(3, count)}")
+    masked = np.stack([part.masked for part in scores], axis=1)  # (S + 1, T, 3, F, N)
+    unmasked = np.stack([part.unmasked for part in scores])  # (T, 3, N)
     grid = tuple(relevance.sizes[dim] for dim in MODEL_DIMS)
     source_dims = tuple(f"source_{dim}" for dim in MODEL_DIMS)
     target_dims = tuple(f"target_{dim}" for dim in MODEL_DIMS)
     pair_dims = source_dims + target_dims
-    fractions = config.fractions
-    pair_scores, random_scores = scores[:sources], scores[sources]
+    fractions, mode = config.fractions, config.mode
+    pair_scores, random_scores = masked[:sources], masked[sources]
     variables = {}
-    for name, (dims, values) in _curve_variables(pair_scores, unmasked[None], fractions, ("source", "target")).items():
+    for name, (dims, values) in curve_variables(pair_scores, unmasked[None], fractions, mode,
+                                                ("source", "target")).items():
         variables[name] = (pair_dims + dims[2:], values.reshape(grid + grid + values.shape[2:]))
-    for name, (dims, values) in _curve_variables(random_scores, unmasked, fractions, ("target",)).items():
+    for name, (dims, values) in curve_variables(random_scores, unmasked, fractions, mode, ("target",)).items():
         variables[f"random_{name}"] = (target_dims + dims[1:], values.reshape(grid + values.shape[1:]))
     for index, name in enumerate(("correct", "probability", "output")):
         values = unmasked[:, index].reshape(grid + unmasked.shape[2:])
@@ -314,8 +340,8 @@ def _assemble(scores: np.ndarray, unmasked: np.ndarray, specs: list[ModelSpec], 
 
     channel = 2 if score == "output" else 1
     originals = np.broadcast_to(unmasked[None, :, channel], pair_scores.shape[:2] + unmasked.shape[-1:])
-    per_image = aopc(originals, pair_scores[:, :, channel], fractions)  # (S, T, N)
-    random_per_image = aopc(unmasked[:, channel], random_scores[:, channel], fractions)  # (T, N)
+    per_image = aopc(originals, pair_scores[:, :, channel], fractions, mode)  # (S, T, N)
+    random_per_image = aopc(unmasked[:, channel], random_scores[:, channel], fractions, mode)  # (T, N)
     relations = np.array([[relation(source, target) for target in specs] for source in specs])
     variables["pair_relation"] = (pair_dims, relations.reshape(grid + grid))
     for name, values in _statistics(per_image, random_per_image, relations, n_bootstrap, n_permutations,
@@ -327,13 +353,12 @@ def _assemble(scores: np.ndarray, unmasked: np.ndarray, specs: list[ModelSpec], 
         else:
             variables[name] = (pair_dims, values.reshape(grid + grid))
 
-    coords = {"fraction": list(fractions), "image": [str(value) for value in relevance.image.values],
-              "relation": list(RELATIONS)}
+    coords = {"fraction": list(fractions), "image": inputs.image_ids, "relation": list(RELATIONS)}
     for dim in MODEL_DIMS:
         coords[f"source_{dim}"] = coords[f"target_{dim}"] = relevance[dim].values
     attrs = {**config.attrs(), "score": score, "contrastive": int(contrastive), "n_bootstrap": n_bootstrap,
-             "n_permutations": n_permutations, "confidence": confidence,
+             "n_permutations": n_permutations, "confidence": confidence, "precision": check_precision(precision),
              "random_source": "the same settings with order='random'",
-             "aopc": "mean over fractions > 0 of f(original) - f(masked), on the target's own task",
+             "aopc": f"{aopc_definition(mode)}; on the target's own task",
              "generalization_index": "(AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t))"}
     return xr.Dataset(variables, coords=coords, attrs=attrs)

@@ -1,30 +1,92 @@
-"""Every model of a cube masked by its own relevance maps: :func:`curves` per model, stacked over the model dims."""
+"""Every model of a cube masked by its own relevance maps: :func:`curves` per model, stacked over the model dims.
+
+The work splits into units, one per (model, image block): :func:`~lrp_faces.masking.curves_block` scores one model
+on one block; :func:`assemble_own_map_curves` builds the result from every model's scores over all images.
+:func:`own_map_curves` runs the units one after another; an executor can run the same units elsewhere::
+
+    inputs = own_map_inputs(cube, zoo, dataset, order="lerf")
+    scores = {}
+    for spec in inputs.specs:
+        model = zoo[spec]
+        rows = inputs.batch_size(device=device)  # the same rows per forward pass in every unit
+        scores[spec] = BlockScores.concatenate([
+            curves_block(model, inputs.images[block], inputs.maps(spec, block), inputs.labels[spec.task][block],
+                         inputs.config, image_index=range(block.start, block.stop),
+                         fill_colours=inputs.colours(block), batch_size=rows, device=device)
+            for block in inputs.blocks(block_size)])
+    result = assemble_own_map_curves(scores, inputs)
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_FRACTIONS, MaskingError
-from .curves import curves
-from .generalization import MODEL_DIMS, _check_cube, _check_zoo, _select_images, _task_labels
+from ..zoo import MODEL_DIMS, ModelSpec
+from ._engine import BlockScores, compute_device
+from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_cube, cube_inputs
+from .config import MaskingConfig, MaskingError, masking_config, unit_count
+from .curves import assemble_curves, check_aopc_fractions, curves_block
 
-__all__ = ["own_map_curves"]
+__all__ = ["own_map_curves", "own_map_inputs", "assemble_own_map_curves"]
+
+DEFAULT_ORDER = "lerf"
+"""The order of :func:`own_map_curves` when no config is given: least relevant first."""
 
 
-def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                   order: str = "lerf", fill: str = "mean", patch: int = 1, mode: str = "remove", seed: int = 0, *,
-                   fill_value: Any = None, blur_sigma: float | None = None, road_noise: float = 0.01,
-                   batch_size: int | None = None, contrastive: bool = True, device: str | torch.device | None = None,
-                   progress: bool = False) -> xr.Dataset:
-    """Score every model of a cube on its images masked by its own maps: one :func:`curves` per model.
+def own_map_inputs(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None,
+                   **overrides: Any) -> CubeInputs:
+    """Check the inputs of :func:`own_map_curves` and gather them by image position (its units' inputs).
+
+    ``specs`` are the cube's computed models (``cube.lrp.models()``); without ``config`` the order is ``"lerf"``.
+    """
+    from ..cube.accessor import LRPAccessor  # ``cube.lrp``, whether or not lrp_faces.cube was imported
+    config = masking_config(config, overrides, default=MaskingConfig(order=DEFAULT_ORDER))
+    check_aopc_fractions(config.fractions, config.mode)
+    check_cube(cube)
+    specs = LRPAccessor(cube).models()
+    if not specs:
+        raise MaskingError("the cube has no computed model (its 'computed' coordinate is False everywhere)")
+    return cube_inputs(cube, zoo, dataset, config, specs)
+
+
+def assemble_own_map_curves(scores: Mapping[ModelSpec, BlockScores], inputs: CubeInputs, *,
+                            contrastive: bool = True, precision: str = "float32") -> xr.Dataset:
+    """The :func:`own_map_curves` dataset from each model's scores over all images.
+
+    Parameters
+    ----------
+    scores : mapping ModelSpec -> BlockScores
+        Per model of ``inputs.specs``, its :func:`curves_block` results joined over every block in image order.
+    inputs : CubeInputs
+        From :func:`own_map_inputs`.
+    contrastive, precision
+        As given to :func:`curves_block` (recorded in the attributes).
+    """
+    missing = [str(spec) for spec in inputs.specs if spec not in scores]
+    if missing:
+        raise MaskingError(f"scores are missing for model(s) {', '.join(missing[:10])}")
+    units = unit_count(inputs.images.shape, inputs.config.patch)
+    results = {spec: assemble_curves(scores[spec], inputs.config, units=units, labels=inputs.labels[spec.task],
+                                     image_ids=inputs.image_ids, contrastive=contrastive,
+                                     precision=precision).reset_coords("label")
+               for spec in inputs.specs}
+    return _stack(results, inputs)
+
+
+def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None, *,
+                   batch_size: int | None = None, block_size: int | None = DEFAULT_BLOCK_SIZE,
+                   contrastive: bool = True, device: str | torch.device | None = None, precision: str = "float32",
+                   progress: bool = False, **overrides: Any) -> xr.Dataset:
+    """Score every model of a cube on its images masked by its own maps: :func:`curves` per model.
 
     The validation counterpart of :func:`generalization` (which masks each model by every model's maps): a LeRF run
     costs about one generalisation source's forward passes per model. Each model is scored on its own task's labels.
+    Models are loaded one at a time; the images go in blocks of ``block_size`` (units of work, see the module).
 
     Parameters
     ----------
@@ -36,12 +98,16 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         e.g. :class:`~lrp_faces.zoo.Zoo`; must hold every computed model of the cube.
     dataset
         Has ``.images`` (N, 3, H, W), ``.labels(task)`` and ``.image_ids`` covering the cube's images.
-    fractions, order, fill, patch, mode, seed, fill_value, blur_sigma, road_noise, batch_size, contrastive
-        As for :func:`curves`; ``order`` defaults to ``"lerf"`` (least relevant first).
-    device : str or torch.device, optional
-        Where the models run (default: where they are loaded).
+    config : MaskingConfig, optional
+        The masking settings; default ``MaskingConfig(order="lerf")`` (least relevant first).
+    batch_size, contrastive, device, precision
+        As for :func:`curves`.
+    block_size : int or None
+        Images per unit of work (None: all at once); bounds memory, and the result does not depend on it.
     progress : bool
-        Show a progress bar over the models.
+        Show a progress bar over the units.
+    **overrides
+        Fields of :class:`MaskingConfig` that replace the config's, e.g. ``order="morf"``; keyword-only.
 
     Returns
     -------
@@ -54,28 +120,30 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, fractions: Sequ
         not compute are NaN in every variable (``correct`` is then float: 1, 0 or NaN, so that means skip them)
         and -1 in ``label``; the cube's ``computed`` coordinate is kept.
     """
-    from ..cube.accessor import LRPAccessor  # ``cube.lrp``, whether or not lrp_faces.cube was imported
-    relevance = _check_cube(cube)
-    specs = LRPAccessor(cube).models()
-    if not specs:
-        raise MaskingError("the cube has no computed model (its 'computed' coordinate is False everywhere)")
-    _check_zoo(specs, zoo)
-    images, indices = _select_images(dataset, relevance)
-    labels = _task_labels(dataset, relevance.sel(task=sorted({spec.task for spec in specs})), indices)
-    ids = [str(image_id) for image_id in relevance.image.values]
-    results = {}
-    for spec in tqdm(specs, desc=f"masking ({order})", unit="model", disable=not progress, leave=False):
-        model = zoo[spec]
-        model = model.to(device) if device is not None else model
-        maps = relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed)
-        results[spec] = curves(model, images, labels[spec.task], maps, fractions, order, fill, patch, mode, seed,
-                               fill_value=fill_value, blur_sigma=blur_sigma, road_noise=road_noise,
-                               batch_size=batch_size, contrastive=contrastive, image_ids=ids).reset_coords("label")
-    return _stack(results, relevance, cube, order)
+    inputs = own_map_inputs(cube, zoo, dataset, config, **overrides)
+    blocks = inputs.blocks(block_size)
+    scores = {}
+    with tqdm(total=len(inputs.specs) * len(blocks), desc=f"masking ({inputs.config.order})", unit="unit",
+              disable=not progress, leave=False) as bar:
+        for spec in inputs.specs:
+            model = zoo[spec]
+            rows = inputs.batch_size(batch_size, compute_device(model, device))
+            parts = []
+            for block in blocks:
+                parts.append(curves_block(model, inputs.images[block], inputs.maps(spec, block),
+                                          inputs.labels[spec.task][block], inputs.config,
+                                          image_index=range(block.start, block.stop),
+                                          fill_colours=inputs.colours(block), batch_size=rows,
+                                          contrastive=contrastive, device=device, precision=precision))
+                bar.update()
+            scores[spec] = BlockScores.concatenate(parts)
+            del model
+    return assemble_own_map_curves(scores, inputs, contrastive=contrastive, precision=precision)
 
 
-def _stack(results: dict, relevance: xr.DataArray, cube: xr.Dataset, order: str) -> xr.Dataset:
+def _stack(results: dict, inputs: CubeInputs) -> xr.Dataset:
     """The per-model results on the cube's model grid; models without a result are NaN (``label`` -1)."""
+    relevance = inputs.relevance
     first = next(iter(results.values()))
     grid = tuple(relevance.sizes[dim] for dim in MODEL_DIMS)
     ragged = len(results) < int(np.prod(grid))
@@ -93,8 +161,9 @@ def _stack(results: dict, relevance: xr.DataArray, cube: xr.Dataset, order: str)
         variables[name] = (MODEL_DIMS + variable.dims, values, variable.attrs)
     coords = {dim: relevance[dim].values for dim in MODEL_DIMS}
     coords.update({name: coord for name, coord in first.coords.items()})
-    if "computed" in cube.coords:
-        coords["computed"] = cube["computed"]
+    if "computed" in relevance.coords:
+        coords["computed"] = relevance["computed"]
+    order = inputs.config.order
     attrs = {**first.attrs, "own_maps": f"each model's images masked by its own maps, order {order!r} "
                                         f"(lrp_faces.masking.curves per model)", "n_models": len(results)}
     return xr.Dataset(variables, coords=coords, attrs=attrs)

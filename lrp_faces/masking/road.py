@@ -30,7 +30,8 @@ from collections import OrderedDict
 import numpy as np
 
 from .config import MaskingError
-from ._road_cholesky import _backward_kernel, _factorise, _Factorisation, _forward_kernel, _plan, _workspace
+from ._road_cholesky import (Factorisation, backward_substitution, dissection_plan, factorise, forward_substitution,
+                             thread_workspace)
 
 try:
     import numba
@@ -140,8 +141,8 @@ def road_impute(images: np.ndarray, hidden: np.ndarray, cache: RoadCache | None 
         return _superlu_impute(images, hidden, cache)
     result = np.array(images, dtype=np.float64).reshape(count, channels, height * width)
     masks = hidden.reshape(count, height * width)
-    plan = _plan(height, width, NEIGHBOUR_WEIGHTS)
-    workspace = _workspace(plan, channels)
+    plan = dissection_plan(height, width, NEIGHBOUR_WEIGHTS)
+    workspace = thread_workspace(plan, channels)
     for image, mask in zip(result, masks):
         if not mask.any():
             continue
@@ -151,13 +152,14 @@ def road_impute(images: np.ndarray, hidden: np.ndarray, cache: RoadCache | None 
         key = f"{height}x{width}:".encode() + np.packbits(mask).tobytes() if cache is not None else b""
         factor = cache.get(key) if cache is not None else None
         if factor is None:  # factorise, and substitute forward on the way
-            factor = _factorise(image, mask, plan, workspace)
+            factor = factorise(image, mask, plan, workspace)
             if cache is not None and cache.admit(key):
-                cache.put(key, _Factorisation(*(array.copy() for array in factor)))
+                cache.put(key, Factorisation(*(array.copy() for array in factor)))
         else:
-            _forward_kernel(image, mask, plan.children, plan.neighbours, factor.panels, factor.pixels, factor.table,
-                            workspace.position, workspace.rhs, workspace.rhs_stack, workspace.entries, plan.weight)
-        _backward_kernel(image, factor.panels, factor.pixels, factor.table, workspace.rhs)
+            forward_substitution(image, mask, plan.children, plan.neighbours, factor.panels, factor.pixels,
+                                 factor.table, workspace.position, workspace.rhs, workspace.rhs_stack,
+                                 workspace.entries, plan.weight)
+        backward_substitution(image, factor.panels, factor.pixels, factor.table, workspace.rhs)
     return result.reshape(count, channels, height, width)
 
 

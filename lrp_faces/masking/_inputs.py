@@ -1,0 +1,238 @@
+"""Checked inputs of masking (private to :mod:`lrp_faces.masking`): maps, labels, cubes, zoos and datasets."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..attribution import check_images
+from ..zoo import MODEL_DIMS, ModelSpec
+from .config import MaskingConfig, MaskingError, MaskingTypeError, hidden_counts, unit_count
+
+__all__ = ["CUBE_DIMS", "CubeInputs", "cube_inputs", "check_relevance", "check_labels", "check_cube", "cube_specs",
+           "check_zoo", "check_finite", "fill_colours", "check_batch_size", "rows_per_pass", "DEFAULT_BLOCK_SIZE"]
+
+CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
+DEFAULT_BLOCK_SIZE = 256
+"""Images per unit of work of :func:`~lrp_faces.masking.generalization` and
+:func:`~lrp_faces.masking.own_map_curves`: bounds the maps and images in memory; the result does not depend on it."""
+
+
+def check_relevance(relevance: Any, images: torch.Tensor | tuple, name: str = "relevance") -> torch.Tensor:
+    """Return ``relevance`` as a tensor (N, H, W) after checking it matches ``images`` (or their shape), is finite.
+
+    Accepts a tensor, a numpy array or an xarray DataArray (e.g. one model's slice of a cube).
+    """
+    if hasattr(relevance, "dims") and hasattr(relevance, "values"):  # xarray
+        relevance = relevance.values
+    if isinstance(relevance, np.ndarray):
+        relevance = torch.from_numpy(relevance)
+    if not isinstance(relevance, torch.Tensor):
+        raise MaskingTypeError(f"{name} must be a tensor, numpy array or DataArray of shape (N, H, W), "
+                               f"got {type(relevance).__name__}")
+    if not (relevance.is_floating_point() or relevance.dtype in (torch.int32, torch.int64)):
+        raise MaskingTypeError(f"{name} must hold real numbers, got dtype {relevance.dtype}")
+    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else tuple(images)
+    expected = (shape[0],) + shape[2:]
+    if tuple(relevance.shape) != expected:
+        raise MaskingError(f"{name} has shape {tuple(relevance.shape)}; expected (N, H, W) = {expected} to match "
+                           f"images of shape {shape} (relevance is summed over colour channels)")
+    finite = torch.isfinite(relevance.reshape(len(relevance), -1)).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:, 0].tolist()
+        raise MaskingError(f"{name} contains NaN or Inf values, in image(s) {bad[:10]}")
+    return relevance.to(images.device) if isinstance(images, torch.Tensor) else relevance
+
+
+def check_batch_size(batch_size: Any, shape: Sequence[int], device: torch.device) -> int:
+    """``batch_size``, or by default a power of 2 of about 2**18 pixels per batch on a CPU, 2**22 on a GPU.
+
+    On a CPU the forward pass is fastest per image when a batch's activations fit the caches: on the reference
+    machine 64 images at 64 px and 16 at 112 px, 1.5x faster than batches of 128 at 112 px.
+    """
+    if batch_size is None:
+        budget = 2 ** 22 if device.type != "cpu" else 2 ** 18
+        pixels = shape[-2] * shape[-1]
+        return int(min(512, 2 ** max(0, int(np.floor(np.log2(max(budget / pixels, 1.0)))))))
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise MaskingError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def rows_per_pass(batch_size: Any, shape: Sequence[int], device: torch.device, count: int,
+                  config: MaskingConfig) -> int:
+    """Rows of every forward pass of a step over ``count`` images of ``shape`` (..., H, W) on ``device``.
+
+    ``batch_size`` (default: :func:`check_batch_size`), but no more than the step's masked images per source, so
+    that small steps do not pad their passes far beyond their work. Every unit of a step must use the same value.
+    """
+    counts = hidden_counts(config.fractions, unit_count(shape, config.patch), config.mode)
+    distinct = len(np.unique(counts[counts > 0]))
+    return min(check_batch_size(batch_size, shape, device), max(1, count * distinct))
+
+
+def check_labels(labels: Any, count: int, name: str = "labels") -> torch.Tensor:
+    """Return ``labels`` as a long tensor (N,) after checking length and integer type."""
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise MaskingTypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    labels = labels.reshape(-1).long()
+    if len(labels) != count:
+        raise MaskingError(f"{name} has {len(labels)} entries; expected one per image ({count})")
+    if len(labels) and int(labels.min()) < 0:
+        raise MaskingError(f"{name} must be class indices >= 0, got {int(labels.min())}")
+    return labels
+
+
+def fill_colours(images: torch.Tensor, config: MaskingConfig) -> torch.Tensor | None:
+    """(N, 3) float64 colours of the ``mean`` and ``road`` fills, one per image; None for the other fills.
+
+    ``config.fill_value`` (one colour, or one per image), else the mean colour of all ``images``. Resolve them over
+    all images of a call before splitting the images into blocks, and pass each block its rows.
+    """
+    if config.fill not in ("mean", "road"):
+        return None
+    count = len(images)
+    if config.fill_value is None:
+        colour = images.to(torch.float64).mean((0, 2, 3)).cpu()
+    else:
+        colour = torch.tensor(config.fill_value, dtype=torch.float64)
+        if colour.ndim == 2 and colour.shape[0] != count:
+            raise MaskingError(f"fill_value has {colour.shape[0]} colours; expected one per image ({count})")
+    return colour.expand(count, 3).clone() if colour.ndim == 1 else colour
+
+
+def check_cube(cube: Any) -> xr.DataArray:
+    """The cube's ``relevance`` with dims in :data:`CUBE_DIMS` order, after checking the cube has them."""
+    if not isinstance(cube, xr.Dataset) or "relevance" not in cube:
+        raise MaskingTypeError(f"cube must be an xarray.Dataset with a 'relevance' variable, got "
+                               f"{type(cube).__name__}")
+    relevance = cube["relevance"]
+    if set(relevance.dims) != set(CUBE_DIMS):
+        raise MaskingError(f"cube.relevance must have dims {CUBE_DIMS}, got {relevance.dims}")
+    return relevance.transpose(*CUBE_DIMS)
+
+
+def cube_specs(relevance: xr.DataArray) -> list[ModelSpec]:
+    """Every model of the cube's grid, in grid order (pretraining, then task, then seed)."""
+    return [ModelSpec(str(pretraining), str(task), int(seed)) for pretraining in relevance.pretraining.values
+            for task in relevance.task.values for seed in relevance.seed.values]
+
+
+def check_finite(specs: list[ModelSpec], relevance: xr.DataArray) -> None:
+    """Raise if any model's maps hold NaN or Inf, naming the models."""
+    finite = np.asarray(np.isfinite(relevance).all(("image", "y", "x")).values).reshape(-1)
+    bad = [str(spec) for spec, ok in zip(specs, finite) if not ok]
+    if bad:
+        raise MaskingError(f"relevance of {', '.join(bad[:10])} contains NaN or Inf values (an incomplete cube?)")
+
+
+def check_zoo(specs: list[ModelSpec], zoo: Mapping) -> None:
+    """Raise unless ``zoo`` is a mapping that holds every model of ``specs``."""
+    if not isinstance(zoo, Mapping):
+        raise MaskingTypeError(f"zoo must map ModelSpec to models (e.g. lrp_faces.zoo.Zoo), got {type(zoo).__name__}")
+    available = set(iter(zoo))  # iterating a Zoo lists its specs without loading any model
+    missing = [str(spec) for spec in specs if spec not in available]
+    if missing:
+        raise MaskingError(f"the cube has relevance for {len(missing)} model(s) missing from the zoo: "
+                           f"{', '.join(missing[:10])}; the zoo has {', '.join(map(str, sorted(available)))}")
+
+
+def _select_images(dataset: Any, relevance: xr.DataArray) -> tuple[torch.Tensor, np.ndarray]:
+    for attribute in ("images", "labels", "image_ids"):
+        if not hasattr(dataset, attribute):
+            raise MaskingTypeError(f"dataset must have .images, .labels(task) and .image_ids (e.g. SyntheticFaces); "
+                                   f"{type(dataset).__name__} has no .{attribute}")
+    position = {str(image_id): index for index, image_id in enumerate(dataset.image_ids)}
+    ids = [str(image_id) for image_id in relevance.image.values]
+    missing = [image_id for image_id in ids if image_id not in position]
+    if missing:
+        raise MaskingError(f"{len(missing)} image id(s) of the cube are not in the dataset: {missing[:10]}")
+    indices = torch.tensor([position[image_id] for image_id in ids], dtype=torch.int64)
+    images = check_images(torch.as_tensor(dataset.images)[indices], "dataset images")
+    if tuple(images.shape[2:]) != (relevance.sizes["y"], relevance.sizes["x"]):
+        raise MaskingError(f"the dataset's images are {tuple(images.shape[2:])} px but the cube's maps are "
+                           f"{(relevance.sizes['y'], relevance.sizes['x'])}")
+    return images, indices.numpy()
+
+
+def _task_labels(dataset: Any, relevance: xr.DataArray, tasks: list[str],
+                 indices: np.ndarray) -> dict[str, torch.Tensor]:
+    labels = {}
+    for task in tasks:
+        values = check_labels(np.asarray(dataset.labels(task))[indices], len(indices), f"dataset.labels({task!r})")
+        if task in relevance.coords and relevance.coords[task].dims == ("image",):
+            if not np.array_equal(np.asarray(relevance.coords[task].values), values.numpy()):
+                raise MaskingError(f"the cube's {task!r} labels disagree with dataset.labels({task!r}) for the "
+                                   f"same image ids")
+        labels[task] = values
+    return labels
+
+
+@dataclass(frozen=True, eq=False)
+class CubeInputs:
+    """The checked inputs of a cube's masking step, by image position: what its units of work take.
+
+    Attributes
+    ----------
+    config : MaskingConfig
+    specs : tuple of ModelSpec
+        The models masked by (sources) or scored (targets), in grid order.
+    relevance : xarray.DataArray
+        The cube's maps over :data:`CUBE_DIMS` (lazy if the cube is).
+    images : tensor (N, 3, H, W)
+        The cube's images, from the dataset, in the cube's image order.
+    labels : dict
+        Task -> tensor (N,) of class indices.
+    fill_colours : tensor (N, 3) or None
+        The ``mean``/``road`` fill's colour of each image, resolved over all N images.
+    """
+
+    config: MaskingConfig
+    specs: tuple[ModelSpec, ...]
+    relevance: xr.DataArray
+    images: torch.Tensor
+    labels: Mapping[str, torch.Tensor]
+    fill_colours: torch.Tensor | None
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [str(image_id) for image_id in self.relevance.image.values]
+
+    def blocks(self, block_size: int | None = DEFAULT_BLOCK_SIZE) -> list[slice]:
+        """Consecutive blocks of at most ``block_size`` images (None: one block), covering every image."""
+        if block_size is None:
+            block_size = max(len(self.images), 1)
+        if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
+            raise MaskingError(f"block_size must be a positive integer or None, got {block_size!r}")
+        return [slice(start, min(start + int(block_size), len(self.images)))
+                for start in range(0, len(self.images), int(block_size))]
+
+    def maps(self, spec: ModelSpec, block: slice) -> xr.DataArray:
+        """The maps (n, H, W) of model ``spec`` for the images of ``block`` (read when used)."""
+        return self.relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed).isel(image=block)
+
+    def batch_size(self, batch_size: int | None = None, device: str | torch.device = "cpu") -> int:
+        """Rows of every forward pass of the step's units on ``device`` (:func:`rows_per_pass`); give every unit
+        this value, so that all of them see the same shapes."""
+        return rows_per_pass(batch_size, self.images.shape, torch.device(device), len(self.images), self.config)
+
+    def colours(self, block: slice) -> torch.Tensor | None:
+        """The fill colours (n, 3) of the images of ``block``, or None for fills without a colour."""
+        return None if self.fill_colours is None else self.fill_colours[block]
+
+
+def cube_inputs(cube: Any, zoo: Mapping, dataset: Any, config: MaskingConfig,
+                specs: list[ModelSpec] | None = None) -> CubeInputs:
+    """Check the cube, the zoo (it must hold ``specs``, default every model of the cube) and the dataset."""
+    relevance = check_cube(cube)
+    specs = cube_specs(relevance) if specs is None else specs
+    check_zoo(specs, zoo)
+    images, indices = _select_images(dataset, relevance)
+    unit_count(images.shape, config.patch)
+    labels = _task_labels(dataset, relevance, sorted({spec.task for spec in specs}), indices)
+    return CubeInputs(config, tuple(specs), relevance, images, labels, fill_colours(images, config))
