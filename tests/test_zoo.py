@@ -13,7 +13,8 @@ import lrp_faces.zoo.demo as zoo_module
 from lrp_faces import vgg16
 from lrp_faces.faces import synthetic_faces
 from lrp_faces.models import load_model, save_model
-from lrp_faces.zoo import (DemoSettings, ModelSpec, Zoo, ZooEntry, ZooError, accuracy, demo_study_data, finetune)
+from lrp_faces.zoo import (DemoSettings, ModelSpec, Zoo, ZooEntry, ZooError, accuracy, demo_study_data, demo_zoo,
+                           finetune)
 
 # 1 conv channel per block at width 1/64 would be degenerate; 1/16 gives 4 ... 32 channels, milliseconds per batch
 TINY = dict(width=1 / 16, classifier_width=16, pool_size=1)
@@ -304,7 +305,7 @@ def test_demo_study_data_splits_each_identity():
 
 
 def test_demo_trains_once_then_loads(tmp_path, monkeypatch):
-    zoo = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False)
+    zoo = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False)
     folder = tmp_path / f"demo-{TINY_DEMO.key()}"
     assert sorted(path.name for path in folder.iterdir()) == sorted(
         ["settings.json", "base-faces.pt", "base-objects.pt"] + [f"{spec.name}.pt" for spec in TINY_DEMO.specs()])
@@ -319,16 +320,16 @@ def test_demo_trains_once_then_loads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(zoo_module, "_train_demo_zoo", forbidden)
     monkeypatch.setattr(zoo_module, "finetune", forbidden)
-    again = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False)
+    again = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False)
     assert again == zoo and same_state(every_state(again)[ModelSpec("objects", "identity", 0)],
                                        trained[ModelSpec("objects", "identity", 0)])
     # another setting is another folder, so it trains
     with pytest.raises(AssertionError, match="trained again"):
-        Zoo.demo(dataclasses.replace(TINY_DEMO, finetune_lr=1e-2), cache_dir=tmp_path, progress=False)
+        demo_zoo(dataclasses.replace(TINY_DEMO, finetune_lr=1e-2), cache_dir=tmp_path, progress=False)
 
 
 def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypatch):
-    zoo = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=2)
+    zoo = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=2)
     trained = every_state(zoo)
     folder = tmp_path / f"demo-{TINY_DEMO.key()}"
     truncated, tampered = folder / "faces-identity-seed0.pt", folder / "objects-gender-seed0.pt"
@@ -342,7 +343,7 @@ def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypa
 
     monkeypatch.setattr(zoo_module, "_pretrain", no_pretraining)
     with pytest.warns(RuntimeWarning, match="damaged") as record:
-        again = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=1)
+        again = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=1)
     messages = " ".join(str(warning.message) for warning in record)
     assert "faces-identity-seed0.pt" in messages and "digest" in messages and "objects-gender" in messages
     assert all(same_state(every_state(again)[spec], trained[spec]) for spec in trained)
@@ -352,15 +353,15 @@ def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypa
 def test_demo_is_deterministic_across_cache_dirs_and_workers(tmp_path):
     settings = dataclasses.replace(TINY_DEMO, seeds=(0, 1), dropout=0.25)
     rng = torch.get_rng_state()
-    first = every_state(Zoo.demo(settings, cache_dir=tmp_path / "a", progress=False, workers=1))
-    second = every_state(Zoo.demo(settings, cache_dir=tmp_path / "b", progress=False, workers=3))
+    first = every_state(demo_zoo(settings, cache_dir=tmp_path / "a", progress=False, workers=1))
+    second = every_state(demo_zoo(settings, cache_dir=tmp_path / "b", progress=False, workers=3))
     assert all(same_state(first[spec], second[spec]) for spec in first) and len(first) == 8
     assert not same_state(first[ModelSpec("faces", "gender", 0)], first[ModelSpec("faces", "gender", 1)])
     assert torch.equal(rng, torch.get_rng_state())
     with pytest.raises(ZooError, match="workers"):
-        Zoo.demo(settings, cache_dir=tmp_path / "c", progress=False, workers=0)
+        demo_zoo(settings, cache_dir=tmp_path / "c", progress=False, workers=0)
     with pytest.raises(TypeError, match="DemoSettings"):
-        Zoo.demo({"seeds": (0,)}, cache_dir=tmp_path)
+        demo_zoo({"seeds": (0,)}, cache_dir=tmp_path)
 
 
 def test_model_ids_round_trip_and_bad_ids_are_named():
