@@ -295,7 +295,7 @@ def _train_demo_zoo(settings: DemoSettings, folder: Path, specs: list[ModelSpec]
     or on ``workers``.
     """
     specs = settings.specs() if specs is None else list(specs)
-    workers = default_workers() if workers is None else check_integer(workers, "workers", low=1)
+    workers = default_workers() if workers is None else workers
     if not specs:
         return
     key = settings.key()

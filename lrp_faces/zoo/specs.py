@@ -309,8 +309,10 @@ class Zoo(Mapping):
         for spec in self.specs:
             try:
                 self.entries[spec].check(None if classes is None else classes.get(spec.task))
-            except (ZooError, WeightsError) as error:
-                problems.append(str(error))
+            except ZooError as error:
+                problems.append(" ".join(str(error).split()))  # one line per model
+            except WeightsError as error:
+                problems.append(f"model {spec}: {' '.join(str(error).split())}")
         if problems:
             raise ZooError(f"{len(problems)} of the zoo's {len(self)} models do not match their declaration:\n  "
                            + "\n  ".join(problems))
