@@ -2,7 +2,7 @@
 
 Requirements checked (exit status 1 if one fails): held-out accuracy >= 90 % for every gender model and >= 80 % for
 every identity model, and, unless ``--quick``, a median training time <= 180 s. Each repeat trains from scratch in
-its own fresh cache directory; the time of loading the cached zoo again (``Zoo.demo`` on a warm cache, which checks
+its own fresh cache directory; the time of loading the cached zoo again (``demo_zoo`` on a warm cache, which checks
 every file) is reported too. The machine load (``os.getloadavg``) is printed before and after, since other processes
 inflate the time.
 
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from lrp_faces.zoo import DemoSettings, Zoo, accuracy, demo_study_data
+from lrp_faces.zoo import DemoSettings, accuracy, demo_study_data, demo_zoo
 
 REQUIRED = {"gender": 0.90, "identity": 0.80}
 TIME_LIMIT_S = 180.0
@@ -51,11 +51,11 @@ def main() -> int:
     for repeat in range(arguments.repeats):
         with tempfile.TemporaryDirectory(prefix="lrp_faces_demo_") as cache:
             started, cpu = time.perf_counter(), cpu_seconds()
-            zoo = Zoo.demo(settings, cache_dir=cache, progress=arguments.progress)
+            zoo = demo_zoo(settings, cache_dir=cache, progress=arguments.progress)
             times.append(time.perf_counter() - started)
             cpu = cpu_seconds() - cpu
             started = time.perf_counter()
-            zoo = Zoo.demo(settings, cache_dir=cache, progress=arguments.progress)
+            zoo = demo_zoo(settings, cache_dir=cache, progress=arguments.progress)
             reload_times.append(time.perf_counter() - started)
             print(f"repeat {repeat + 1}: trained in {times[-1]:.1f} s ({cpu:.0f} CPU s), cached zoo loaded in "
                   f"{reload_times[-1]:.2f} s; {load()}", flush=True)

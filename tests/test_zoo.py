@@ -10,10 +10,12 @@ import pytest
 import torch
 
 import lrp_faces.zoo.demo as zoo_module
+import lrp_faces.zoo.specs as specs_module
 from lrp_faces import vgg16
 from lrp_faces.faces import synthetic_faces
-from lrp_faces.models import load_model, save_model
-from lrp_faces.zoo import (DemoSettings, ModelSpec, Zoo, ZooEntry, ZooError, accuracy, demo_study_data, finetune)
+from lrp_faces.models import WeightsError, load_model, save_model
+from lrp_faces.zoo import (DemoSettings, ModelSpec, UnknownModelError, Zoo, ZooEntry, ZooError, ZooTypeError, accuracy,
+                           demo_study_data, demo_zoo, finetune)
 
 # 1 conv channel per block at width 1/64 would be degenerate; 1/16 gives 4 ... 32 channels, milliseconds per batch
 TINY = dict(width=1 / 16, classifier_width=16, pool_size=1)
@@ -112,6 +114,108 @@ def test_zoo_is_a_sorted_mapping_that_loads_only_on_access(tmp_path):
         Zoo([])
 
 
+def test_a_missing_model_is_a_zoo_error_naming_it_and_the_known_ones_and_get_still_works(tmp_path):
+    specs = [ModelSpec("faces", "gender", 0), ModelSpec("objects", "gender", 0)]
+    zoo = fake_zoo(tmp_path, specs)
+    with pytest.raises(UnknownModelError) as error:
+        zoo[ModelSpec("faces", "identity", 0)]
+    assert isinstance(error.value, ZooError) and isinstance(error.value, KeyError)
+    assert str(error.value) == ("no model faces-identity-seed0 in this zoo; it has faces-gender-seed0, "
+                                "objects-gender-seed0")  # the sentence, not KeyError's quoted repr
+    assert zoo.get(ModelSpec("faces", "identity", 0)) is None and ModelSpec("faces", "identity", 0) not in zoo
+    with pytest.raises(UnknownModelError, match=r"no str 'faces-gender-seed0' \(a zoo is indexed by ModelSpec\)"):
+        zoo["faces-gender-seed0"]
+    with pytest.raises(ZooError, match=r"^no model in this zoo matches task='identity'; it has faces-gender-seed0"):
+        zoo.select(task="identity")
+
+
+def test_entries_of_the_wrong_type_are_package_type_errors(tmp_path):
+    with pytest.raises(ZooTypeError, match="ZooEntry.spec must be a ModelSpec"):
+        ZooEntry("faces-gender-seed0", tmp_path / "model.pt")
+    with pytest.raises(TypeError, match="ZooEntry objects"):
+        Zoo([ModelSpec("faces", "gender", 0)])
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoints
+@pytest.fixture
+def identity_checkpoint(tmp_path):
+    """An lrp_faces checkpoint of a 3-class identity model, saved with its spec and class names."""
+    model = tiny_model(num_classes=3).eval()
+    return save_model(model, tmp_path / "identity.pt", spec=ModelSpec("faces", "identity", 0),
+                      class_names=["ann", "bob", "cy"])
+
+
+def test_loading_a_checkpoint_saved_for_another_spec_names_the_file_and_both_specs(identity_checkpoint):
+    declared = ModelSpec("faces", "gender", 0)
+    zoo = Zoo([ZooEntry(declared, identity_checkpoint)])
+    with pytest.raises(ZooError, match=r"model faces-gender-seed0 \('.*identity\.pt'\): the checkpoint was saved as "
+                                       r"model faces-identity-seed0 \(task 'gender' declared, 'identity' found\)"):
+        zoo[declared]
+    right = Zoo([ZooEntry(ModelSpec("faces", "identity", 0), identity_checkpoint)])
+    assert right[ModelSpec("faces", "identity", 0)].num_classes == 3
+
+
+def test_check_finds_another_spec_without_loading_the_weights(identity_checkpoint, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(specs_module, "load_model", forbidden)
+    ZooEntry(ModelSpec("faces", "identity", 0), identity_checkpoint).check()
+    with pytest.raises(ZooError, match=r"seed 1 declared, 0 found"):
+        ZooEntry(ModelSpec("faces", "identity", 1), identity_checkpoint).check()
+
+
+@pytest.mark.parametrize("classes, message", [
+    (2, r"the model has 3 outputs, but task 'identity' is scored on 2 classes"),
+    (["ann", "bob"], r"3 outputs, but task 'identity' is scored on 2 classes \['ann', 'bob'\]"),
+    (["ann", "cy", "bob"], r"the checkpoint's classes are \['ann', 'bob', 'cy'\], but task 'identity' is scored on "
+                           r"3 classes \['ann', 'cy', 'bob'\]")])
+def test_check_compares_the_head_and_class_names_with_the_tasks_classes(identity_checkpoint, classes, message):
+    entry = ZooEntry(ModelSpec("faces", "identity", 0), identity_checkpoint)
+    with pytest.raises(ZooError, match=message):
+        entry.check(classes)
+
+
+def test_check_accepts_the_tasks_own_classes(identity_checkpoint):
+    entry = ZooEntry(ModelSpec("faces", "identity", 0), identity_checkpoint)
+    for classes in (3, ["ann", "bob", "cy"], ("ann", "bob", "cy")):
+        assert entry.check(classes) is None
+    for bad in (0, "ann", [], [1, 2, 3], 2.0):
+        with pytest.raises(ZooError, match="classes"):
+            entry.check(bad)
+
+
+def test_zoo_check_lists_every_model_that_is_not_what_its_declaration_says(tmp_path, identity_checkpoint):
+    torch.save(tiny_model(num_classes=7, batch_norm=False).state_dict(), tmp_path / "plain.pth")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(identity_checkpoint.read_bytes()[:500])
+    zoo = Zoo([ZooEntry(ModelSpec("faces", "identity", 0), identity_checkpoint),
+               ZooEntry(ModelSpec("faces", "gender", 0), identity_checkpoint),
+               ZooEntry(ModelSpec("faces", "gender", 1), truncated),
+               ZooEntry(ModelSpec("imagenet", "gender", 0), tmp_path / "plain.pth", "torchvision", num_classes=7),
+               ZooEntry(ModelSpec("imagenet", "gender", 1), tmp_path / "absent.pth", "torchvision")])
+    with pytest.raises(ZooError) as without_classes:
+        zoo.check()
+    with pytest.raises(ZooError) as with_classes:
+        zoo.check({"gender": 2, "identity": 3})
+    lines = [line.strip() for line in str(with_classes.value).splitlines()]
+    assert str(without_classes.value).startswith("3 of the zoo's 5 models do not match their declaration:")
+    assert lines[0] == "4 of the zoo's 5 models do not match their declaration:" and len(lines) == 5
+    assert "model faces-gender-seed0 (" in lines[1] and "task 'gender' declared, 'identity' found" in lines[1]
+    assert lines[2].startswith("model faces-gender-seed1: ") and "truncated.pt" in lines[2]
+    assert "model imagenet-gender-seed0 (" in lines[3] and "7 outputs" in lines[3]
+    assert "model imagenet-gender-seed1 (" in lines[4] and "absent.pth' does not exist" in lines[4]
+
+
+def test_zoo_check_passes_a_zoo_whose_files_are_the_declared_models(study):
+    folder, models = study
+    (folder / "study.toml").write_text(GOOD.replace('"torchvision"', '"torchvision"\nnum_classes = 2'))
+    zoo = Zoo.from_toml(folder / "study.toml")
+    assert zoo.check() is None and zoo.check({"gender": 2, "identity": 3}) is None
+    with pytest.raises(ZooError, match="3 outputs"):
+        zoo.check({"identity": 4})
+
+
 # ------------------------------------------------------------------------------------------------------ TOML
 @pytest.fixture
 def study(tmp_path):
@@ -176,6 +280,7 @@ def test_from_toml_reads_relative_paths_and_both_formats(study, images):
     (lambda t: t.replace("image_size = 32", 'image_size = "32"'), r"\[zoo\]\.image_size: expected int, got str"),
     (lambda t: t.replace("seed = 1", "seed = 1\ncolour = 2"), r"models\[1\]: unknown key\(s\) \['colour'\]"),
     (lambda t: t.replace("image_size = 32", "image_sise = 32"), r"\[zoo\]: unknown key\(s\) \['image_sise'\]"),
+    (lambda t: t.replace("seed = 1", "sed = 1"), r"models\[1\]: unknown key\(s\) \['sed'\]"),  # not "missing seed"
     (lambda t: t.replace('"identity"', '"gender"').replace("seed = 1", "seed = 0"),
      r"models\[1\]: model faces-gender-seed0 is declared twice \(also in models\[0\]\)"),
     (lambda t: t.replace("faces-identity-1.pt", "nope.pt"), r"models\[1\]\.path: file .*nope\.pt.* does not exist"),
@@ -262,10 +367,45 @@ def test_finetune_learns_a_separable_task_from_a_generic_dataset():
 @pytest.mark.parametrize("arguments, message", [
     ({"trainable": "features"}, "trainable"), ({"schedule": "step"}, "schedule"), ({"epochs": 0}, "epochs"),
     ({"batch_size": 2.0}, "batch_size"), ({"lr": 0}, "lr"), ({"label_smoothing": 1.0}, "label_smoothing"),
-    ({"augment": -1}, "augment"), ({"seed": -1}, "seed")])
+    ({"augment": -1}, "augment"), ({"seed": -1}, "seed"), ({"lr": "fast"}, "lr"), ({"num_classes": 0}, "num_classes"),
+    ({"device": "abacus"}, "device must be 'cpu', 'cuda', 'cuda:N'")])
 def test_finetune_rejects_bad_arguments(faces, arguments, message):
     with pytest.raises(ZooError, match=message):
         finetune(tiny_model(), faces, progress=False, **arguments)
+
+
+def test_finetune_of_something_else_than_a_vgg_is_a_package_type_error(faces):
+    with pytest.raises(ZooTypeError, match="base_model must be a NormalizedVGG"):
+        finetune(torch.nn.Linear(2, 2), faces, progress=False)
+
+
+def test_finetune_on_an_empty_generic_dataset_says_so():
+    with pytest.raises(ZooError, match="cannot fine-tune on an empty dataset"):
+        finetune(tiny_model(), Pairs(count=0), progress=False)
+
+
+def test_finetune_on_the_cpu_device_gives_the_default_weights(faces):
+    base = tiny_model(num_classes=2, dropout=0.3)
+    arguments = dict(task="gender", seed=2, epochs=1, trainable="all", batch_size=4, augment=1, progress=False)
+    default = finetune(base, faces, **arguments)
+    for device in ("cpu", torch.device("cpu")):
+        model = finetune(base, faces, device=device, **arguments)
+        assert same_state(state(model), state(default)) and model.metadata["device"] == "cpu"
+        assert all(parameter.device.type == "cpu" for parameter in model.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_finetune_on_a_missing_gpu_says_that_cuda_is_not_available(faces):
+    with pytest.raises(ZooError, match=r"device 'cuda:0' was asked for, but CUDA is not available"):
+        finetune(tiny_model(), faces, device="cuda:0", progress=False)
+
+
+def test_accuracy_gives_every_module_its_own_training_flag_back(faces):
+    model = tiny_model(num_classes=4, dropout=0.5).train()
+    model.features.eval()  # e.g. fine-tuning the classifier only
+    accuracy(model, faces, "identity")
+    assert model.training and model.classifier.training and not model.features.training
+    assert not any(module.training for module in model.features.modules())
 
 
 # ------------------------------------------------------------------------------------------------------ demo
@@ -304,7 +444,7 @@ def test_demo_study_data_splits_each_identity():
 
 
 def test_demo_trains_once_then_loads(tmp_path, monkeypatch):
-    zoo = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False)
+    zoo = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False)
     folder = tmp_path / f"demo-{TINY_DEMO.key()}"
     assert sorted(path.name for path in folder.iterdir()) == sorted(
         ["settings.json", "base-faces.pt", "base-objects.pt"] + [f"{spec.name}.pt" for spec in TINY_DEMO.specs()])
@@ -319,16 +459,16 @@ def test_demo_trains_once_then_loads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(zoo_module, "_train_demo_zoo", forbidden)
     monkeypatch.setattr(zoo_module, "finetune", forbidden)
-    again = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False)
+    again = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False)
     assert again == zoo and same_state(every_state(again)[ModelSpec("objects", "identity", 0)],
                                        trained[ModelSpec("objects", "identity", 0)])
     # another setting is another folder, so it trains
     with pytest.raises(AssertionError, match="trained again"):
-        Zoo.demo(dataclasses.replace(TINY_DEMO, finetune_lr=1e-2), cache_dir=tmp_path, progress=False)
+        demo_zoo(dataclasses.replace(TINY_DEMO, finetune_lr=1e-2), cache_dir=tmp_path, progress=False)
 
 
 def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypatch):
-    zoo = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=2)
+    zoo = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=2)
     trained = every_state(zoo)
     folder = tmp_path / f"demo-{TINY_DEMO.key()}"
     truncated, tampered = folder / "faces-identity-seed0.pt", folder / "objects-gender-seed0.pt"
@@ -342,7 +482,7 @@ def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypa
 
     monkeypatch.setattr(zoo_module, "_pretrain", no_pretraining)
     with pytest.warns(RuntimeWarning, match="damaged") as record:
-        again = Zoo.demo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=1)
+        again = demo_zoo(TINY_DEMO, cache_dir=tmp_path, progress=False, workers=1)
     messages = " ".join(str(warning.message) for warning in record)
     assert "faces-identity-seed0.pt" in messages and "digest" in messages and "objects-gender" in messages
     assert all(same_state(every_state(again)[spec], trained[spec]) for spec in trained)
@@ -352,15 +492,15 @@ def test_demo_retrains_only_damaged_files_and_bit_identically(tmp_path, monkeypa
 def test_demo_is_deterministic_across_cache_dirs_and_workers(tmp_path):
     settings = dataclasses.replace(TINY_DEMO, seeds=(0, 1), dropout=0.25)
     rng = torch.get_rng_state()
-    first = every_state(Zoo.demo(settings, cache_dir=tmp_path / "a", progress=False, workers=1))
-    second = every_state(Zoo.demo(settings, cache_dir=tmp_path / "b", progress=False, workers=3))
+    first = every_state(demo_zoo(settings, cache_dir=tmp_path / "a", progress=False, workers=1))
+    second = every_state(demo_zoo(settings, cache_dir=tmp_path / "b", progress=False, workers=3))
     assert all(same_state(first[spec], second[spec]) for spec in first) and len(first) == 8
     assert not same_state(first[ModelSpec("faces", "gender", 0)], first[ModelSpec("faces", "gender", 1)])
     assert torch.equal(rng, torch.get_rng_state())
     with pytest.raises(ZooError, match="workers"):
-        Zoo.demo(settings, cache_dir=tmp_path / "c", progress=False, workers=0)
+        demo_zoo(settings, cache_dir=tmp_path / "c", progress=False, workers=0)
     with pytest.raises(TypeError, match="DemoSettings"):
-        Zoo.demo({"seeds": (0,)}, cache_dir=tmp_path)
+        demo_zoo({"seeds": (0,)}, cache_dir=tmp_path)
 
 
 def test_model_ids_round_trip_and_bad_ids_are_named():

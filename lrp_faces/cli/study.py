@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import methods as method_registry
 from ..masking import DEFAULT_FRACTIONS, FILLS, MODES, MaskingConfig, MaskingError
-from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError
+from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError, demo_zoo
 from ..toml_tables import TomlTable
 from ._toml import StudyError, study_table, built, check_params
 from ..netcdf import plain as _plain
@@ -76,7 +76,7 @@ class ZooSettings:
         """The zoo: loaded from its files, or the demo zoo trained (first time) or loaded from the cache."""
         if self.models is not None:
             return self.models
-        return Zoo.demo(self.demo_settings, cache_dir=self.cache_dir, progress=progress)
+        return demo_zoo(self.demo_settings, cache_dir=self.cache_dir, progress=progress)
 
     def to_dict(self) -> dict:
         if self.demo is not None:

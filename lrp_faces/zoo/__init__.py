@@ -1,7 +1,9 @@
 """Model specs, zoos of models (from a study TOML or the offline demo), and fine-tuning."""
-from .specs import FORMATS, MODEL_DIMS, ModelSpec, Zoo, ZooEntry, ZooError, default_cache_dir
-from .training import SCHEDULES, accuracy, finetune
-from .demo import DemoSettings, default_workers, demo_study_data
+from .checks import UnknownModelError, ZooError, ZooTypeError
+from .specs import FORMATS, MODEL_DIMS, ModelSpec, Zoo, ZooEntry
+from .training import SCHEDULES, TRAINABLE, accuracy, finetune
+from .demo import DemoSettings, default_cache_dir, default_workers, demo_study_data, demo_zoo
 
-__all__ = ["ModelSpec", "ZooEntry", "Zoo", "ZooError", "finetune", "accuracy", "DemoSettings", "demo_study_data",
-           "default_cache_dir", "default_workers", "FORMATS", "MODEL_DIMS", "SCHEDULES"]
+__all__ = ["ModelSpec", "ZooEntry", "Zoo", "ZooError", "ZooTypeError", "UnknownModelError", "finetune", "accuracy",
+           "DemoSettings", "demo_zoo", "demo_study_data", "default_cache_dir", "default_workers", "FORMATS",
+           "MODEL_DIMS", "SCHEDULES", "TRAINABLE"]

@@ -1,38 +1,24 @@
-"""Model specs and zoos of models, declared in a study TOML or trained for the demo."""
+"""Model specs and zoos of models declared in a study TOML: which model is which file, checked against the file."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from ..models import NormalizedVGG, load_model, load_torchvision_vgg16, load_vgg_face
-from ..errors import LRPFacesError
-
-if TYPE_CHECKING:
-    from .demo import DemoSettings
-
+from ..models import (NormalizedVGG, WeightsError, load_model, load_torchvision_vgg16, load_vgg_face,
+                      read_checkpoint_info)
+from ..toml_tables import TomlTable, kind_name, read_toml
+from .checks import UnknownModelError, ZooError, ZooTypeError, check_integer
 
 FORMATS = ("lrp_faces", "torchvision", "vgg_face")
 MODEL_DIMS = ("pretraining", "task", "seed")
 """The dims that index models in cubes and results: the fields of :class:`ModelSpec`, in order."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPEC_NAME = re.compile(r"^([a-z][a-z0-9_]*)-([a-z][a-z0-9_]*)-seed([0-9]+)$")
-
-
-class ZooError(LRPFacesError, ValueError):
-    """An invalid model spec, zoo declaration or training request."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True, order=True)
@@ -58,9 +44,7 @@ class ModelSpec:
             value = getattr(self, field)
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ZooError(f"ModelSpec.{field} must be a lower_snake_case string, got {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ZooError(f"ModelSpec.seed must be an integer >= 0, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "seed", check_integer(self.seed, "ModelSpec.seed", low=0))
 
     @property
     def name(self) -> str:
@@ -88,10 +72,11 @@ class ModelSpec:
         """Inverse of :meth:`to_dict`: a mapping with exactly ``pretraining``, ``task`` and ``seed``."""
         if not isinstance(data, Mapping):
             raise ZooError(f"a model spec must be a mapping with pretraining, task and seed, got {type(data).__name__}")
-        fields = ("pretraining", "task", "seed")
-        missing, unknown = [key for key in fields if key not in data], sorted(set(data) - set(fields), key=str)
+        missing = [key for key in MODEL_DIMS if key not in data]
+        unknown = sorted(set(data) - set(MODEL_DIMS), key=str)
         if missing or unknown:
-            raise ZooError(f"a model spec needs exactly the keys {list(fields)}; missing {missing}, unknown {unknown}")
+            raise ZooError(f"a model spec needs exactly the keys {list(MODEL_DIMS)}; missing {missing}, unknown "
+                           f"{unknown}")
         return cls(data["pretraining"], data["task"], data["seed"])
 
     @classmethod
@@ -120,20 +105,29 @@ class ZooEntry:
 
     def __post_init__(self):
         if not isinstance(self.spec, ModelSpec):
-            raise TypeError(f"ZooEntry.spec must be a ModelSpec, got {type(self.spec).__name__}")
+            raise ZooTypeError(f"ZooEntry.spec must be a ModelSpec, got {type(self.spec).__name__}")
         if self.format not in FORMATS:
             raise ZooError(f"model {self.spec}: format must be one of {FORMATS}, got {self.format!r}")
-        if self.num_classes is not None and (not _is_int(self.num_classes) or self.num_classes < 1):
-            raise ZooError(f"model {self.spec}: num_classes must be a positive integer, got {self.num_classes!r}")
-        if self.num_classes is not None and self.format == "lrp_faces":
-            raise ZooError(f"model {self.spec}: num_classes applies to 'torchvision' and 'vgg_face' weights only; an "
-                           f"lrp_faces checkpoint records its own classes")
+        if self.num_classes is not None:
+            if self.format == "lrp_faces":
+                raise ZooError(f"model {self.spec}: num_classes applies to 'torchvision' and 'vgg_face' weights "
+                               f"only; an lrp_faces checkpoint records its own classes")
+            object.__setattr__(self, "num_classes", check_integer(self.num_classes, f"model {self.spec}: num_classes",
+                                                                  low=1))
         object.__setattr__(self, "path", Path(self.path))
 
     def load(self) -> NormalizedVGG:
-        """Load the model from its file, in evaluation mode, with ``model.spec`` set."""
+        """Load the model from its file, in evaluation mode, with ``model.spec`` set.
+
+        Raises
+        ------
+        ZooError
+            An lrp_faces checkpoint that records another spec than the declared one (the message names the file,
+            the declared and the recorded spec).
+        """
         if self.format == "lrp_faces":
             model = load_model(self.path)
+            self._raise_for(self._spec_problems(model.card.spec))
         elif self.format == "torchvision":
             model = load_torchvision_vgg16(self.path, num_classes=self.num_classes, seed=self.spec.seed)
         else:
@@ -141,12 +135,88 @@ class ZooEntry:
         model.card = model.card.replace(spec=self.spec.to_dict())
         return model.eval()
 
+    def check(self, classes: Sequence[str] | int | None = None) -> None:
+        """Check, without reading the weights, that the file holds the declared model.
+
+        The file must exist. An lrp_faces checkpoint must record the declared spec (where it records one). With
+        ``classes``, the model must have one output per class: the checkpoint's head, or ``num_classes`` of
+        ``torchvision`` and ``vgg_face`` weights where it is given; class names recorded in a checkpoint must be
+        the given names, in order.
+
+        Parameters
+        ----------
+        classes : sequence of str or int, optional
+            The classes that the study scores this model's task on: their names, in label order, or their count.
+
+        Raises
+        ------
+        ZooError
+            Naming the model, the file, and what was declared and what was found.
+        WeightsError
+            An unreadable lrp_faces checkpoint.
+        """
+        names, count = _classes_argument(classes)
+        if not self.path.is_file():
+            self._raise_for([f"file {str(self.path)!r} does not exist"])
+        if self.format != "lrp_faces":
+            self._raise_for(_class_problems(self.spec.task, names, count, self.num_classes, None))
+            return
+        info = read_checkpoint_info(self.path)
+        outputs = info["architecture"].get("num_classes")
+        self._raise_for(self._spec_problems(info.get("spec"))
+                        + _class_problems(self.spec.task, names, count, outputs, info.get("class_names")))
+
+    def _spec_problems(self, recorded: Mapping[str, Any] | None) -> list[str]:
+        """How the spec a checkpoint records differs from the declared one (nothing if it records none)."""
+        if not isinstance(recorded, Mapping):
+            return []
+        differing = [f"{field} {getattr(self.spec, field)!r} declared, {recorded[field]!r} found"
+                     for field in MODEL_DIMS if field in recorded and recorded[field] != getattr(self.spec, field)]
+        if not differing:
+            return []
+        try:
+            found = ModelSpec.from_dict(recorded).name
+        except ZooError:
+            found = dict(recorded)
+        return [f"the checkpoint was saved as model {found} ({', '.join(differing)}); point path at the checkpoint "
+                f"of {self.spec}, or declare the model the file holds"]
+
+    def _raise_for(self, problems: list[str]) -> None:
+        if problems:
+            raise ZooError(f"model {self.spec} ({str(self.path)!r}): {'; '.join(problems)}")
+
+
+def _classes_argument(classes: Sequence[str] | int | None) -> tuple[tuple[str, ...] | None, int | None]:
+    """``classes`` as (names or None, count or None)."""
+    if classes is None:
+        return None, None
+    if isinstance(classes, Sequence) and not isinstance(classes, str):
+        if not classes or not all(isinstance(name, str) for name in classes):
+            raise ZooError(f"classes must be class names (a non-empty sequence of str) or a class count, got "
+                           f"{classes!r}")
+        return tuple(classes), len(classes)
+    return None, check_integer(classes, "classes (a class count)", low=1)
+
+
+def _class_problems(task: str, names: tuple[str, ...] | None, count: int | None, outputs: int | None,
+                    recorded_names: Sequence[str] | None) -> list[str]:
+    """How a model's outputs and recorded class names differ from the classes its task is scored on."""
+    if count is None:
+        return []
+    expected = f"{count} classes" + ("" if names is None else f" {list(names)}")
+    if outputs is not None and outputs != count:
+        return [f"the model has {outputs} outputs, but task {task!r} is scored on {expected}"]
+    if names is not None and recorded_names is not None and tuple(recorded_names) != names:
+        return [f"the checkpoint's classes are {list(recorded_names)}, but task {task!r} is scored on {expected}"]
+    return []
+
 
 class Zoo(Mapping):
     """A set of models indexed by :class:`ModelSpec`; ``zoo[spec]`` loads the model from its file.
 
     Models are loaded on access and not kept, so a zoo of full-size VGG-16s costs no memory until used. Iteration
-    (and :attr:`specs`) is in sorted spec order; ``spec in zoo``, ``len`` and ``==`` never load a model.
+    (and :attr:`specs`) is in sorted spec order; ``spec in zoo``, ``len`` and ``==`` never load a model. A spec
+    the zoo does not hold raises :class:`UnknownModelError` (a :class:`ZooError` and a ``KeyError``).
 
     Parameters
     ----------
@@ -159,19 +229,19 @@ class Zoo(Mapping):
         self.entries: dict[ModelSpec, ZooEntry] = {}
         for entry in entries:
             if not isinstance(entry, ZooEntry):
-                raise TypeError(f"a Zoo is built from ZooEntry objects, got {type(entry).__name__}")
+                raise ZooTypeError(f"a Zoo is built from ZooEntry objects, got {type(entry).__name__}")
             if entry.spec in self.entries:
                 raise ZooError(f"model {entry.spec} is declared twice")
             self.entries[entry.spec] = entry
         if not self.entries:
             raise ZooError("a zoo needs at least one model")
-        if image_size is not None and (not _is_int(image_size) or image_size < 1):
-            raise ZooError(f"image_size must be a positive integer, got {image_size!r}")
-        self.image_size = image_size
+        self.image_size = None if image_size is None else check_integer(image_size, "image_size", low=1)
 
     def __getitem__(self, spec: ModelSpec) -> NormalizedVGG:
         if spec not in self.entries:
-            raise KeyError(f"no model {spec!s} in this zoo; it has {', '.join(map(str, self))}")
+            what = (f"model {spec!s}" if isinstance(spec, ModelSpec)
+                    else f"{type(spec).__name__} {spec!r} (a zoo is indexed by ModelSpec)")
+            raise UnknownModelError(f"no {what} in this zoo; it has {', '.join(map(str, self))}")
         return self.entries[spec].load()
 
     def __contains__(self, spec: object) -> bool:
@@ -211,14 +281,41 @@ class Zoo(Mapping):
         return self._values("seed")
 
     def select(self, pretraining: str | None = None, task: str | None = None, seed: int | None = None) -> "Zoo":
-        """The sub-zoo of the models that match every given field."""
+        """The sub-zoo of the models that match every given field; :class:`UnknownModelError` if none does."""
         wanted = {"pretraining": pretraining, "task": task, "seed": seed}
         entries = [entry for spec, entry in self.entries.items()
                    if all(value is None or getattr(spec, field) == value for field, value in wanted.items())]
         if not entries:
             given = ", ".join(f"{field}={value!r}" for field, value in wanted.items() if value is not None)
-            raise KeyError(f"no model in this zoo matches {given}; it has {', '.join(map(str, self))}")
+            raise UnknownModelError(f"no model in this zoo matches {given}; it has {', '.join(map(str, self))}")
         return Zoo(entries, self.image_size)
+
+    def check(self, classes: Mapping[str, Sequence[str] | int] | None = None) -> None:
+        """Check every model's file against its declaration without reading weights (see :meth:`ZooEntry.check`).
+
+        Parameters
+        ----------
+        classes : mapping, optional
+            Task -> the classes the study scores that task on (names in label order, or a count).
+
+        Raises
+        ------
+        ZooError
+            Listing every model whose file is missing, unreadable or not the declared model.
+        """
+        if classes is not None and not isinstance(classes, Mapping):
+            raise ZooError(f"classes must map each task to its class names or count, got {type(classes).__name__}")
+        problems = []
+        for spec in self.specs:
+            try:
+                self.entries[spec].check(None if classes is None else classes.get(spec.task))
+            except ZooError as error:
+                problems.append(" ".join(str(error).split()))  # one line per model
+            except WeightsError as error:
+                problems.append(f"model {spec}: {' '.join(str(error).split())}")
+        if problems:
+            raise ZooError(f"{len(problems)} of the zoo's {len(self)} models do not match their declaration:\n  "
+                           + "\n  ".join(problems))
 
     def __repr__(self) -> str:
         return (f"Zoo({len(self)} models: pretraining {self.pretrainings}, task {self.tasks}, seed {self.seeds}"
@@ -240,118 +337,59 @@ class Zoo(Mapping):
             seed = 0
             path = "models/imagenet-gender-seed0.pt"
 
-        Files must exist; they are read only when a model is accessed. Errors (:class:`ZooError`) name the file, the
-        entry and the key, and say what was expected.
+        Files must exist; they are read only when a model is accessed (or by :meth:`check`). Errors
+        (:class:`ZooError`) name the file, the entry and the key, and say what was expected.
         """
         path = Path(path)
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ZooError(f"study file {str(path)!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise ZooError(f"{str(path)!r} is not valid TOML: {error}") from None
+        document = read_toml(path, "study file", ZooError)
         if table not in document:
             raise ZooError(f"{str(path)!r} has no [{table}] table (with [[{table}.models]] entries)")
         return cls.from_dict(document[table], base=path.parent, where=f"{path}: [{table}]")
 
     @classmethod
     def from_dict(cls, data: Any, base: str | os.PathLike = ".", where: str = "[zoo]") -> "Zoo":
-        """Build a zoo from the parsed ``[zoo]`` table (see :meth:`from_toml`); paths are relative to ``base``."""
-        if not isinstance(data, Mapping):
-            raise ZooError(f"{where}: expected a table with an array of [[models]], got {type(data).__name__}")
-        _no_unknown(data, ("image_size", "models"), where)
-        image_size = _typed(data, "image_size", int, where, required=False)
-        if image_size is not None and image_size < 1:
-            raise ZooError(f"{where}.image_size: expected a positive int, got {image_size!r}")
-        models = _typed(data, "models", list, where)
+        """Build a zoo from the parsed ``[zoo]`` table (see :meth:`from_toml`); paths are relative to ``base``.
+
+        ``where`` names the table in errors, e.g. ``"study.toml: [zoo]"``.
+        """
+        table = TomlTable(data, where, error=ZooError)
+        image_size = table.get("image_size", int, None, low=1)
+        models = table.get("models", list, [])
+        table.finish()
         if not models:
-            raise ZooError(f"{where}.models: expected a non-empty array of tables [[models]], got an empty array")
+            raise ZooError(f"{table.key('models')}: expected a non-empty array of tables [[models]], got "
+                           f"{'an empty array' if 'models' in data else 'none'}")
         entries, seen = [], {}
         for index, item in enumerate(models):
-            item_where = f"{where}.models[{index}]"
-            if not isinstance(item, Mapping):
-                raise ZooError(f"{item_where}: expected a table, got {type(item).__name__} {item!r}")
-            _no_unknown(item, ("pretraining", "task", "seed", "path", "format", "num_classes"), item_where)
-            fields = [_typed(item, key, kind, item_where) for key, kind in (("pretraining", str), ("task", str),
-                                                                             ("seed", int))]
-            try:
-                spec = ModelSpec(*fields)
-            except ZooError as error:
-                raise ZooError(f"{item_where}: {error}") from None
-            if spec in seen:
-                raise ZooError(f"{item_where}: model {spec} is declared twice (also in models[{seen[spec]}])")
-            seen[spec] = index
-            file = Path(base) / Path(_typed(item, "path", str, item_where)).expanduser()
-            if not file.is_file():
-                raise ZooError(f"{item_where}.path: file {str(file)!r} does not exist")
-            try:
-                entries.append(ZooEntry(spec, file, _typed(item, "format", str, item_where, required=False)
-                                        or "lrp_faces", _typed(item, "num_classes", int, item_where, required=False)))
-            except ZooError as error:
-                raise ZooError(f"{item_where}: {error}") from None
+            entry = _entry_from_table(TomlTable(item, f"{table.key('models')}[{index}]", error=ZooError), Path(base))
+            if entry.spec in seen:
+                raise ZooError(f"{table.key('models')}[{index}]: model {entry.spec} is declared twice (also in "
+                               f"models[{seen[entry.spec]}])")
+            seen[entry.spec] = index
+            entries.append(entry)
         return cls(entries, image_size)
 
-    @classmethod
-    def demo(cls, settings: "DemoSettings | None" = None, cache_dir: str | os.PathLike | None = None,
-             progress: bool = True, workers: int | None = None) -> "Zoo":
-        """The offline demo zoo: small VGG-16s pretrained on synthetic objects or faces, fine-tuned per task and seed.
 
-        Checkpoints are cached under ``cache_dir`` (default :func:`default_cache_dir`) in a folder keyed by every
-        setting (:meth:`DemoSettings.key`), so a second call loads instead of training. Every cached file is checked
-        (readable, weights digest, spec and settings); a missing or damaged one is retrained (with a warning if
-        damaged), and only the models that need it are trained.
-
-        Trainings run single-threaded, ``workers`` at a time (default: one per CPU), so the weights do not depend on
-        the machine's core count or on ``workers``. The default settings train in about 70 s on two idle CPU cores;
-        :meth:`DemoSettings.quick` in about 20 s.
-        """
-        from . import demo
-
-        settings = demo.DemoSettings() if settings is None else settings
-        if not isinstance(settings, demo.DemoSettings):
-            raise TypeError(f"settings must be a DemoSettings, got {type(settings).__name__}")
-        if workers is not None and (not _is_int(workers) or workers < 1):
-            raise ZooError(f"workers must be a positive integer or None, got {workers!r}")
-        key = settings.key()
-        folder = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / f"demo-{key}"
-        entries = [ZooEntry(spec, folder / f"{spec.name}.pt") for spec in settings.specs()]
-        missing = []
-        for entry in entries:  # a loop, not a comprehension: the warning's stacklevel points at the caller
-            if not demo._usable_checkpoint(entry.path, entry.spec.to_dict(), key):
-                missing.append(entry.spec)
-        if missing:
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_text(folder / "settings.json",
-                        json.dumps({"key": key, "settings": dataclasses.asdict(settings)}, indent=1))
-            demo._train_demo_zoo(settings, folder, missing, progress, workers)
-        return cls(entries, settings.image_size)
+_ENTRY_KEYS = {"pretraining": str, "task": str, "seed": int, "path": str, "format": str, "num_classes": int}
+_REQUIRED_ENTRY_KEYS = ("pretraining", "task", "seed", "path")
 
 
-def _no_unknown(table: Mapping, allowed: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(table) - set(allowed), key=str)
-    if unknown:
-        raise ZooError(f"{where}: unknown key(s) {unknown}; expected keys are {list(allowed)}")
-
-
-def _typed(table: Mapping, key: str, kind: type, where: str, required: bool = True):
-    if key not in table:
-        if required:
-            raise ZooError(f"{where}: missing key {key!r} ({kind.__name__})")
-        return None
-    value = table[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ZooError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def default_cache_dir() -> Path:
-    """``$LRP_FACES_CACHE``, else ``$XDG_CACHE_HOME/lrp_faces``, else ``~/.cache/lrp_faces``."""
-    if os.environ.get("LRP_FACES_CACHE"):
-        return Path(os.environ["LRP_FACES_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrp_faces"
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _entry_from_table(table: TomlTable, base: Path) -> ZooEntry:
+    """One ``[[zoo.models]]`` table as a ZooEntry; unknown keys are reported before missing ones (a typo is both)."""
+    values = {key: table.get(key, kind, None) for key, kind in _ENTRY_KEYS.items()}
+    table.finish()
+    for key in _REQUIRED_ENTRY_KEYS:
+        if values[key] is None:
+            raise ZooError(f"{table.where}: missing key {key!r} ({kind_name(_ENTRY_KEYS[key])})")
+    try:
+        spec = ModelSpec(values["pretraining"], values["task"], values["seed"])
+    except ZooError as error:
+        raise ZooError(f"{table.where}: {error}") from None
+    file = base / Path(values["path"]).expanduser()
+    if not file.is_file():
+        raise ZooError(f"{table.key('path')}: file {str(file)!r} does not exist")
+    try:
+        return ZooEntry(spec, file, "lrp_faces" if values["format"] is None else values["format"],
+                        values["num_classes"])
+    except ZooError as error:
+        raise ZooError(f"{table.where}: {error}") from None

@@ -1,12 +1,16 @@
-"""Deterministic fine-tuning on the CPU, and accuracy."""
+"""Deterministic fine-tuning, on the CPU or a given device, and accuracy."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
-import time
+import numbers
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,12 +18,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models import NormalizedVGG, replace_head
+from ..module_state import evaluation_mode, model_lock
+from .checks import ZooError, ZooTypeError, check_integer
 
-from .specs import ZooError, _is_int
+__all__ = ["SCHEDULES", "TRAINABLE", "finetune", "accuracy", "isolated_global_rng"]
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+TRAINABLE = ("classifier", "all")
+
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 
+@contextlib.contextmanager
+def isolated_global_rng() -> Iterator[None]:
+    """A block that may draw from torch's global CPU RNG: one thread at a time, and the RNG's state restored after.
+
+    Some torch constructors (``nn.Linear``) draw from the global RNG; trainings that run side by side in threads
+    build models inside this block, so that none changes another's random numbers or the caller's.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        yield
+
+
+# ------------------------------------------------------------------------------------------------------ data
 def _in_memory(dataset, task: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The fast path: ``(images, labels)`` tensors of a dataset that holds them (e.g. SyntheticFaces), else None."""
     images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
@@ -32,7 +55,7 @@ def _for_task(dataset, task: str | None):
     return dataset.with_task(task) if task is not None and hasattr(dataset, "with_task") else dataset
 
 
-def _ordered_batches(dataset, task: str | None, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _ordered_batches(dataset, task: str | None, batch_size: int) -> Batches:
     """All of ``dataset`` in order, as (images, labels) batches."""
     held = _in_memory(dataset, task)
     if held is not None:
@@ -44,41 +67,117 @@ def _ordered_batches(dataset, task: str | None, batch_size: int) -> Iterator[tup
         yield images, torch.as_tensor(labels, dtype=torch.long)
 
 
+def _class_count(dataset, task: str | None, num_classes: int | None) -> int:
+    """``num_classes`` if given, else ``dataset.num_classes(task)``, else the largest label + 1."""
+    if num_classes is not None:
+        return check_integer(num_classes, "num_classes", low=1)
+    if callable(getattr(dataset, "num_classes", None)):
+        return int(dataset.num_classes(task))
+    return 1 + max(int(labels.max()) for _, labels in _ordered_batches(dataset, task, 256))
+
+
+# ------------------------------------------------------------------------------------------------------ devices
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has; :class:`ZooError` naming it otherwise."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ZooError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"device {str(device)!r} was asked for, but CUDA is not available here; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ZooError(f"device {str(device)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                       f"device(s)")
+    return device
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``: itself if it is there already; to a GPU through pinned memory, without blocking."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset, task: str | None = None, batch_size: int = 128) -> float:
-    """Share of images of ``dataset`` whose ``task`` label the model predicts (model evaluated in eval mode)."""
-    training = model.training
-    model.eval()
+    """Share of images of ``dataset`` whose ``task`` label the model predicts.
+
+    The model is evaluated in evaluation mode, on the device its parameters are on; every module gets its own
+    training flag back afterwards.
+    """
+    device = _model_device(model)
     correct = total = 0
-    try:
+    with evaluation_mode(model, frozen=False):
         for images, labels in _ordered_batches(dataset, task, batch_size):
-            correct += int((model(images).argmax(1) == labels).sum())
+            predictions = model(_to_device(images, device)).argmax(1)
+            correct += int((predictions == _to_device(labels, device)).sum())
             total += len(labels)
-    finally:
-        model.train(training)
     if not total:
         raise ZooError("accuracy of an empty dataset")
     return correct / total
 
 
-def _shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``pixels`` in x and y, repeating the edge."""
-    padded = nn.functional.pad(images, (pixels,) * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * pixels + 1, (len(images), 2), generator=generator).tolist()
-    height, width = images.shape[-2:]
-    return torch.stack([padded[k, :, dy:dy + height, dx:dx + width] for k, (dy, dx) in enumerate(offsets)])
+# ------------------------------------------------------------------------------------------------------ recipe
+@dataclass(frozen=True)
+class _Recipe:
+    """The settings of one fine-tuning run, checked; the errors name the argument of :func:`finetune`."""
+
+    seed: int
+    epochs: int
+    lr: float
+    trainable: str
+    batch_size: int
+    weight_decay: float
+    schedule: str
+    label_smoothing: float
+    augment: int
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ZooError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.schedule not in SCHEDULES:
+            raise ZooError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            object.__setattr__(self, name, check_integer(getattr(self, name), name, low))
+        object.__setattr__(self, "augment", check_integer(self.augment, "augment (a shift in pixels)", low=0))
+        numbers_given = all(isinstance(value, numbers.Real) and not isinstance(value, bool)
+                            for value in (self.lr, self.weight_decay, self.label_smoothing))
+        if not (numbers_given and self.lr > 0 and self.weight_decay >= 0 and 0 <= self.label_smoothing < 1):
+            raise ZooError(f"need lr > 0, weight_decay >= 0 and 0 <= label_smoothing < 1, got lr={self.lr!r}, "
+                           f"weight_decay={self.weight_decay!r}, label_smoothing={self.label_smoothing!r}")
+
+    @property
+    def caches_features(self) -> bool:
+        """Whether the frozen convolutional features are computed once: only the dense layers train, unshifted."""
+        return self.trainable == "classifier" and not self.augment
+
+    def metadata(self, task: str | None, device: torch.device) -> dict[str, Any]:
+        return {"task": task, "seed": self.seed, "epochs": self.epochs, "lr": self.lr, "schedule": self.schedule,
+                "optimizer": "adamw", "trainable": self.trainable, "batch_size": self.batch_size,
+                "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing, "augment": self.augment,
+                "device": str(device)}
 
 
+# ------------------------------------------------------------------------------------------------------ finetune
 def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: int = 0, epochs: int = 5,
              lr: float = 1e-3, trainable: str = "classifier", batch_size: int = 64, weight_decay: float = 0.0,
              validation=None, progress: bool = True, description: str = "finetune", *, schedule: str = "onecycle",
-             label_smoothing: float = 0.0, augment: int = 0, num_classes: int | None = None) -> NormalizedVGG:
-    """Train a copy of ``base_model`` on ``dataset``'s ``task`` labels, deterministically under ``seed`` on the CPU.
+             label_smoothing: float = 0.0, augment: int = 0, num_classes: int | None = None,
+             device: str | torch.device = "cpu") -> NormalizedVGG:
+    """Train a copy of ``base_model`` on ``dataset``'s ``task`` labels, deterministically under ``seed``.
 
-    The last layer is replaced (seeded) when the number of classes differs. The base model is not modified. The
-    same arguments and seed give bit-identical weights (on the same machine and torch thread count). All randomness
-    comes from generators seeded by ``seed``, never from the global RNG, so trainings may run in parallel threads.
-    Training uses the channels-last memory layout (faster CPU convolutions); the returned model is contiguous.
+    The last layer is replaced (seeded) when the number of classes differs. The base model is not modified. On the
+    CPU, the same arguments and seed give bit-identical weights (on the same machine and torch thread count). All
+    randomness comes from a CPU generator seeded by ``seed``, never from the global RNG, so trainings may run in
+    parallel threads, and a GPU run draws the same batch order, dropout and shifts as a CPU run. Training uses the
+    channels-last memory layout (faster convolutions); the returned model is contiguous.
 
     Parameters
     ----------
@@ -108,107 +207,39 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
         Shift each training image by up to this many pixels (0: no augmentation).
     num_classes : int, optional
         Outputs of the trained model; default ``dataset.num_classes(task)``, else the largest label + 1.
+    device : str or torch.device
+        Where to train (``"cpu"``, ``"cuda"``, ``"cuda:N"``): the model moves there once, each batch as it is used.
 
     Returns
     -------
     NormalizedVGG
-        The trained model, in evaluation mode, with ``class_names`` and ``metadata`` (settings, accuracies, time).
+        The trained model on ``device``, in evaluation mode, with ``class_names`` and ``metadata`` (settings,
+        accuracies, time).
     """
     if not isinstance(base_model, NormalizedVGG):
-        raise TypeError(f"base_model must be a NormalizedVGG (lrp_faces.vgg16 or a loader), got {type(base_model)}")
-    if trainable not in ("classifier", "all"):
-        raise ZooError(f"trainable must be 'classifier' or 'all', got {trainable!r}")
-    if schedule not in SCHEDULES:
-        raise ZooError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
-        if not _is_int(value) or value < (0 if name == "seed" else 1):
-            raise ZooError(f"{name} must be an integer >= {0 if name == 'seed' else 1}, got {value!r}")
-    if not _is_int(augment) or augment < 0:
-        raise ZooError(f"augment must be an integer number of pixels >= 0, got {augment!r}")
-    if not lr > 0 or not weight_decay >= 0 or not 0 <= label_smoothing < 1:
-        raise ZooError(f"need lr > 0, weight_decay >= 0 and 0 <= label_smoothing < 1, got lr={lr!r}, "
-                       f"weight_decay={weight_decay!r}, label_smoothing={label_smoothing!r}")
+        raise ZooTypeError(f"base_model must be a NormalizedVGG (lrp_faces.vgg16 or a loader), got {type(base_model)}")
+    recipe = _Recipe(seed, epochs, lr, trainable, batch_size, weight_decay, schedule, label_smoothing, augment)
+    device = _device(device)
     task = task or getattr(dataset, "task", None)
     held = _in_memory(dataset, task)
-    if num_classes is None and callable(getattr(dataset, "num_classes", None)):
-        num_classes = int(dataset.num_classes(task))
-    if num_classes is None:
-        num_classes = 1 + max(int(labels.max()) for _, labels in _ordered_batches(dataset, task, 256))
     count = len(held[1]) if held is not None else len(dataset)
     if not count:
         raise ZooError("cannot fine-tune on an empty dataset")
+    num_classes = _class_count(dataset, task, num_classes)
     started = time.perf_counter()
-    model = copy.deepcopy(base_model).float()
-    if model.num_classes != num_classes:
-        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):  # nn.Linear() draws (discarded) global random numbers
-            model = replace_head(model, num_classes, seed=seed)
-    parameters = list(model.parameters()) if trainable == "all" else list(model.classifier.parameters())
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    cached = trainable == "classifier" and not augment
-    if cached:  # the frozen features once, then only the dense layers train
-        model.eval()
-        with torch.no_grad():
-            inputs, labels = zip(*((torch.flatten(model.avgpool(model.features(model.pixel_norm(images))), 1), labels)
-                                   for images, labels in _ordered_batches(dataset, task, 256)))
-        held = torch.cat(inputs), torch.cat(labels)
-        forward = model.classifier
+    model, parameters = _trainable_copy(base_model, num_classes, recipe, device)
+    if recipe.caches_features:  # the frozen features once, then only the dense layers train
+        held, forward = _frozen_features(model, dataset, task, device), model.classifier
     else:
-        model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPUs
-        forward = model
-    steps_per_epoch = math.ceil(count / batch_size)
+        model = forward = model.to(memory_format=torch.channels_last)  # faster convolutions
     # one seeded generator for the batch order, dropout and augmentation: the global RNG is never used, so
     # trainings may run side by side in threads (as the demo zoo does) and stay deterministic
-    order = torch.Generator().manual_seed(seed)
-    dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
-    for module in dropouts:
-        module.forward = functools.partial(_seeded_dropout, module, order)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    scheduler = _scheduler(optimizer, schedule, lr, epochs * steps_per_epoch)
-    model.train()
-    if trainable == "classifier":
-        model.features.eval()
-    bar = tqdm(total=epochs * steps_per_epoch, desc=description, unit="batch", disable=not progress, leave=False)
-    loader = None if held is not None else torch.utils.data.DataLoader(
-        _for_task(dataset, task), batch_size=batch_size, shuffle=True, generator=order)
-    correct = 0
-    try:
-        for epoch in range(epochs):
-            correct, loss_sum = 0, 0.0
-            if held is not None:
-                permutation = torch.randperm(count, generator=order)
-                batches = ((held[0][index], held[1][index]) for index in permutation.split(batch_size))
-            else:
-                batches = ((images, torch.as_tensor(labels, dtype=torch.long)) for images, labels in loader)
-            for inputs, labels in batches:
-                if augment:
-                    inputs = _shift(inputs, augment, order)
-                if not cached:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                logits = forward(inputs)
-                loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                correct += int((logits.argmax(1) == labels).sum())
-                loss_sum += loss.item() * len(labels)
-                bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
-    finally:
-        bar.close()
-        for module in dropouts:
-            del module.forward
-    model = model.to(memory_format=torch.contiguous_format)
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    model.eval()
-    metadata = {"task": task, "seed": seed, "epochs": epochs, "lr": lr, "schedule": schedule, "optimizer": "adamw",
-                "trainable": trainable, "batch_size": batch_size, "weight_decay": weight_decay,
-                "label_smoothing": label_smoothing, "augment": augment, "train_images": count,
-                "train_accuracy_last_epoch": correct / count, "seconds": round(time.perf_counter() - started, 3)}
+    order = torch.Generator().manual_seed(recipe.seed)
+    train_accuracy = _train(model, forward, parameters, _epoch_batches(held, dataset, task, recipe, order), count,
+                            recipe, order, device, progress, description)
+    model = _finished(model)
+    metadata = {**recipe.metadata(task, device), "train_images": count,
+                "train_accuracy_last_epoch": train_accuracy, "seconds": round(time.perf_counter() - started, 3)}
     if validation is not None:
         metadata["validation_accuracy"] = accuracy(model, validation, task)
         metadata["validation_images"] = len(validation)
@@ -218,17 +249,124 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
     return model
 
 
-_GLOBAL_RNG = threading.Lock()
+def _trainable_copy(base_model: NormalizedVGG, num_classes: int, recipe: _Recipe,
+                    device: torch.device) -> tuple[NormalizedVGG, list[nn.Parameter]]:
+    """A float32 copy of the base on ``device`` with a ``num_classes`` head, and the parameters that will train."""
+    with model_lock(base_model):  # a consistent copy, even while another thread explains the base model
+        model = copy.deepcopy(base_model)
+    model = model.float()
+    if model.num_classes != num_classes:
+        with isolated_global_rng():  # nn.Linear() draws (discarded) global random numbers
+            model = replace_head(model, num_classes, seed=recipe.seed)
+    model = model.to(device)
+    parameters = list(model.parameters()) if recipe.trainable == "all" else list(model.classifier.parameters())
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    return model, parameters
+
+
+def _frozen_features(model: NormalizedVGG, dataset, task: str | None,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flattened output of the frozen layers for every image, in evaluation mode, and the labels (on the CPU)."""
+    model.eval()
+    with torch.no_grad():
+        inputs, labels = zip(*((torch.flatten(model.avgpool(model.features(model.pixel_norm(
+            _to_device(images, device)))), 1).cpu(), labels) for images, labels in _ordered_batches(dataset, task, 256)))
+    return torch.cat(inputs), torch.cat(labels)
+
+
+def _epoch_batches(held: tuple[torch.Tensor, torch.Tensor] | None, dataset, task: str | None, recipe: _Recipe,
+                   order: torch.Generator) -> Callable[[], Batches]:
+    """A function that gives one epoch's (inputs, labels) batches, in an order drawn from ``order``."""
+    if held is not None:
+        def epoch() -> Batches:
+            permutation = torch.randperm(len(held[1]), generator=order)
+            return ((held[0][index], held[1][index]) for index in permutation.split(recipe.batch_size))
+        return epoch
+    loader = torch.utils.data.DataLoader(_for_task(dataset, task), batch_size=recipe.batch_size, shuffle=True,
+                                         generator=order)
+    return lambda: ((images, torch.as_tensor(labels, dtype=torch.long)) for images, labels in loader)
+
+
+def _train(model: NormalizedVGG, forward: nn.Module, parameters: list[nn.Parameter], epoch_batches, count: int,
+           recipe: _Recipe, order: torch.Generator, device: torch.device, progress: bool, description: str) -> float:
+    """Train ``parameters`` for ``recipe.epochs`` epochs; the training accuracy of the last epoch."""
+    steps_per_epoch = math.ceil(count / recipe.batch_size)
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = _scheduler(optimizer, recipe.schedule, recipe.lr, recipe.epochs * steps_per_epoch)
+    model.train()
+    if recipe.trainable == "classifier":
+        model.features.eval()
+    correct = 0
+    with _seeded_dropouts(model, order), tqdm(total=recipe.epochs * steps_per_epoch, desc=description, unit="batch",
+                                              disable=not progress, leave=False) as bar:
+        for epoch in range(recipe.epochs):
+            correct, loss_sum = 0, 0.0
+            for inputs, labels in epoch_batches():
+                inputs, labels = _batch_on_device(inputs, labels, recipe, order, device)
+                logits = forward(inputs)
+                loss = nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                correct += int((logits.argmax(1) == labels).sum())
+                loss_sum += loss.item() * len(labels)
+                bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+    return correct / count
+
+
+def _batch_on_device(inputs: torch.Tensor, labels: torch.Tensor, recipe: _Recipe, order: torch.Generator,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch on ``device``: shifted if the recipe augments, channels-last if it goes through the convs."""
+    inputs, labels = _to_device(inputs, device), _to_device(labels, device)
+    if recipe.augment:
+        inputs = _shift(inputs, recipe.augment, order)
+    if not recipe.caches_features:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, labels
+
+
+def _finished(model: NormalizedVGG) -> NormalizedVGG:
+    """The trained model as a user gets it: contiguous, every parameter with gradients, in evaluation mode."""
+    model = model.to(memory_format=torch.contiguous_format)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model.eval()
+
+
+def _shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``pixels`` in x and y, repeating the edge."""
+    padded = nn.functional.pad(images, (pixels,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * pixels + 1, (len(images), 2), generator=generator).tolist()
+    height, width = images.shape[-2:]
+    return torch.stack([padded[k, :, dy:dy + height, dx:dx + width] for k, (dy, dx) in enumerate(offsets)])
+
+
+@contextlib.contextmanager
+def _seeded_dropouts(model: nn.Module, generator: torch.Generator) -> Iterator[None]:
+    """Every dropout layer of ``model`` draws from ``generator`` inside the block."""
+    dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
+    for module in dropouts:
+        module.forward = functools.partial(_seeded_dropout, module, generator)
+    try:
+        yield
+    finally:
+        for module in dropouts:
+            del module.forward
 
 
 def _seeded_dropout(module: nn.Dropout, generator: torch.Generator, inputs: torch.Tensor) -> torch.Tensor:
-    """``module``'s dropout, drawn from ``generator`` instead of the global RNG."""
+    """``module``'s dropout, drawn from the CPU ``generator`` instead of the global RNG (on any device)."""
     if not module.training or module.p == 0:
         return inputs
     if module.p == 1:
         return torch.zeros_like(inputs)
-    keep = torch.empty_like(inputs).bernoulli_(1 - module.p, generator=generator)
-    return inputs * keep / (1 - module.p)
+    keep = torch.empty_like(inputs, device="cpu").bernoulli_(1 - module.p, generator=generator)
+    return inputs * _to_device(keep, inputs.device) / (1 - module.p)
 
 
 def _scheduler(optimizer, schedule: str, lr: float, steps: int):
