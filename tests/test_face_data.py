@@ -80,6 +80,12 @@ def test_label_names_map_a_model_task_to_the_label_it_is_scored_on(faces):
     assert again.labels("model_task").tolist() == faces.gender.tolist()
 
 
+def test_a_mapped_label_that_is_missing_names_the_task_and_the_label(faces):
+    view = as_face_data((faces.images, {"identity": faces.identity}), label_names={"sex": "gender"})
+    with pytest.raises(DatasetError, match=r"task 'sex' are scored on the label 'gender'"):
+        view.labels("sex")
+
+
 def test_other_attributes_are_the_sources(faces):
     view = as_face_data(faces)
     assert view.regions is faces.regions and view.task == faces.task

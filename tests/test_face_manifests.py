@@ -269,3 +269,9 @@ def test_folders_are_numbered_by_the_classes_given(tmp_path):
         write_image(tmp_path / person / "1.png")
     dataset = FaceDataset.from_folders(tmp_path, image_size=8, classes=["zed", "bo", "ana"])
     assert dataset.labels().tolist() == [2, 1] and dataset.num_classes() == 3
+
+
+def test_identities_are_checked_against_the_classes_before_any_image_is_read(images):
+    rows = [("a.png", "alice", "f"), ("missing.png", "dave", "m")]
+    with pytest.raises(DatasetError, match=r"not in the given classes: 'dave'"):
+        FaceDataset.from_manifest(manifest(images / "m.csv", rows), classes=["alice"])

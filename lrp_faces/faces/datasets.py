@@ -108,15 +108,17 @@ class FaceDataset(torch.utils.data.Dataset):
         if not records:
             raise DatasetError(f"{source} lists no images")
         self.root, self.task, self.image_size, self.source = Path(root), task, int(image_size), source
+        listed = [record["metadata"] for record in records]
+        _warn_about_look_alikes(_identities(listed), source)
+        if task == "identity" and classes is not None:  # before the images are checked: fail fast
+            self.identity_classes = _number_identities(_identities(listed), classes, listed, source)
         self.skipped: list[tuple[str, str]] = []
         kept = self._readable(records, check, on_error)
         self._files = [record["file"] for record in kept]
         self.metadata = [dict(record["metadata"]) for record in kept]
         self.image_ids = [record["metadata"]["path"] for record in kept]
-        found = {str(m["identity"]) for m in self.metadata if m["identity"] is not None}
-        _warn_about_look_alikes(found, source)
-        self.identity_classes = _number_identities(found, classes if task == "identity" else None, self.metadata,
-                                                   source)
+        if not (task == "identity" and classes is not None):
+            self.identity_classes = _number_identities(_identities(self.metadata), None, self.metadata, source)
         self.identity = np.array([-1 if m["identity"] is None else self.identity_classes[str(m["identity"])]
                                   for m in self.metadata], dtype=np.int64)
         self.gender = np.array([-1 if m["gender"] is None else m["gender"] for m in self.metadata], dtype=np.int64)
@@ -363,6 +365,10 @@ def _checked_classes(classes, task: str) -> tuple[str, ...] | None:
         raise DatasetError(f"gender classes are {GENDER_NAMES} (0 = female, 1 = male), got classes={classes!r}; "
                            "pass the class names of a gender model, or none")
     return classes
+
+
+def _identities(metadata: list[dict]) -> set[str]:
+    return {str(m["identity"]) for m in metadata if m["identity"] is not None}
 
 
 def _number_identities(found: set[str], classes: tuple[str, ...] | None, metadata: list[dict],

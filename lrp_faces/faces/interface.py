@@ -219,7 +219,13 @@ class FaceDataView:
 
     def labels(self, task: str) -> np.ndarray:
         """The labels (N,) int64 of the source's label for ``task``, checked: one known class per image."""
-        return task_labels(self.source, self.label_name(task), len(self))
+        label = self.label_name(task)
+        try:
+            return task_labels(self.source, label, len(self))
+        except DatasetError as error:
+            if label == task:
+                raise
+            raise DatasetError(f"models of task {task!r} are scored on the label {label!r}: {error}") from None
 
     def class_names(self, task: str) -> tuple[str, ...] | None:
         """The class names of ``task`` from the source, or None where it has none."""
