@@ -86,6 +86,18 @@ def test_a_mapped_label_that_is_missing_names_the_task_and_the_label(faces):
         view.labels("sex")
 
 
+def test_images_read_from_files_can_be_held_in_memory(faces, face_files):
+    dataset, stored = face_files
+    held = as_face_data(dataset, label_names={"sex": "gender"}).in_memory()
+    assert isinstance(held.images, torch.Tensor) and torch.allclose(held.images, stored, atol=1e-6)
+    assert held.image_ids == dataset.image_ids and held.class_names("identity") == dataset.class_names("identity")
+    assert held.labels("sex").tolist() == faces.gender.tolist()
+    part = held.subset([3, 0])
+    assert torch.equal(part.images, held.images[[3, 0]]) and part.image_ids == [dataset.image_ids[3],
+                                                                                dataset.image_ids[0]]
+    assert as_face_data(faces).in_memory().images is faces.images
+
+
 def test_other_attributes_are_the_sources(faces):
     view = as_face_data(faces)
     assert view.regions is faces.regions and view.task == faces.task

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ._errors import DatasetError, DataTypeError
 from ._indexing import selected_indices
@@ -161,6 +162,28 @@ class _LabelledImages:
                                [self.image_ids[index] for index in indices])
 
 
+class _HeldImages:
+    """A data set's images held in memory; everything else is read from the data set itself."""
+
+    def __init__(self, source, images: torch.Tensor):
+        self.source, self.images = source, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"{self.source!r} (images in memory)"
+
+    def subset(self, indices) -> "_HeldImages":
+        indices = selected_indices(len(self), indices)
+        return _HeldImages(self.source.subset(indices), self.images[torch.from_numpy(indices)])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("source", "images"):  # not set yet: while copying or unpickling
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
 def _integers(values, count: int, name: str) -> np.ndarray:
     """``values`` as int64 (count,); else a DatasetError naming ``name``."""
     array = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
@@ -178,7 +201,8 @@ class FaceDataView:
     """The :class:`FaceData` interface over a data set (``source``); build it with :func:`as_face_data`.
 
     ``labels``, ``class_names`` and ``task_mask`` read the source's label that ``label_names`` maps the task to.
-    Other public attributes are the source's (e.g. ``regions`` of synthetic faces).
+    Other public attributes are the source's (e.g. ``regions`` of synthetic faces). :meth:`in_memory` reads images
+    from files once and holds them.
     """
 
     def __init__(self, source, label_names: Mapping[str, str] | None = None):
@@ -234,6 +258,21 @@ class FaceDataView:
             return None
         value = names(self.label_name(task))
         return None if value is None else tuple(str(name) for name in value)
+
+    def in_memory(self, progress: bool = False) -> "FaceDataView":
+        """The same data with every image read once and held in ``images`` (itself where they are held already).
+
+        Parameters
+        ----------
+        progress : bool
+            Show a progress bar while the images are read.
+        """
+        if self.images is not None:
+            return self
+        chunks = [load_images(self.source, start, min(start + 64, len(self)))
+                  for start in tqdm(range(0, len(self), 64), desc="load images", unit="batch of 64",
+                                    disable=not progress, leave=False)]
+        return FaceDataView(_HeldImages(self.source, torch.cat(chunks)), self.label_names)
 
     def subset(self, indices) -> "FaceDataView":
         """The images at ``indices`` (ints or a boolean mask), with class numbering and names unchanged."""
