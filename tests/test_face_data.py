@@ -111,6 +111,12 @@ def test_a_pair_with_one_label_array_uses_it_for_every_task(faces):
     assert (view.identity == -1).all() and view.image_ids[:3] == ["0", "1", "2"]
 
 
+def test_a_pair_of_float64_images_is_read_as_float32(faces):
+    view = as_face_data((faces.images.double().numpy(), faces.identity))
+    assert view.load(0, 2).dtype == torch.float32 and torch.equal(view.load(0, 2), faces.images[:2])
+    assert as_face_data((faces.images, faces.identity)).images is faces.images
+
+
 def test_a_pair_without_the_tasks_labels_is_an_error_naming_the_task(faces):
     view = as_face_data((faces.images, {"identity": faces.identity}))
     with pytest.raises(DatasetError, match=r"'gender'"):

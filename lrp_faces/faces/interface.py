@@ -132,7 +132,7 @@ class _LabelledImages:
 
     @classmethod
     def from_pair(cls, images, labels) -> "_LabelledImages":
-        images = check_images(images, "the images of the (images, labels) pair")
+        images = check_images(images, "the images of the (images, labels) pair").to(torch.float32)  # no copy if so
         count = len(images)
         if isinstance(labels, Mapping):
             if not labels or not all(isinstance(task, str) for task in labels):
@@ -349,7 +349,7 @@ def load_images(dataset, start: int, stop: int) -> torch.Tensor:
     """
     dataset = dataset.source if isinstance(dataset, FaceDataView) else dataset
     if _is_pair(dataset):
-        return torch.as_tensor(dataset[0])[start:stop]
+        return torch.as_tensor(dataset[0][start:stop]).to(torch.float32)
     held = getattr(dataset, "images", None)
     if isinstance(held, torch.Tensor):
         return held[start:stop]
