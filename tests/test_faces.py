@@ -79,6 +79,22 @@ def test_subset_with_task_and_task_mask(faces):
     assert TASK_REGIONS["identity"] == ("left_eye", "right_eye", "nose", "mouth")
 
 
+def test_region_mask_is_the_union_of_the_named_regions(faces):
+    mask = faces.region_mask("nose", "mouth")
+    expected = (faces.regions == REGIONS.index("nose")) | (faces.regions == REGIONS.index("mouth"))
+    assert mask.any() and np.array_equal(mask, expected)
+    with pytest.raises(SyntheticDataError, match="unknown region"):
+        faces.region_mask("ears")
+
+
+def test_class_names_keep_their_meaning_in_a_subset(faces):
+    subset = faces.subset([20, 21])  # identity 5 only
+    assert subset.class_names("identity") == faces.class_names("identity")
+    assert subset.class_names("identity")[subset.identity[0]] == "id005"
+    objects = synthetic_objects(5, 2, size=16)
+    assert objects.subset([9]).class_names() == objects.class_names()
+
+
 def test_invalid_arguments_are_clear_value_errors():
     with pytest.raises(SyntheticDataError, match="task"):
         synthetic_faces(2, 1, task="age")
@@ -406,7 +422,8 @@ def test_empty_manifests_and_missing_columns_are_clear_errors(tmp_path):
     bad_gender = _write_manifest(tmp_path / "b.csv", [("a.png", "p", "x")])
     with pytest.raises(DatasetError, match="line 2"):
         FaceDataset.from_manifest(bad_gender)
-    partly_unknown = _write_manifest(tmp_path / "p.csv", [("a.png", "p", "m"), ("a.png", "q", "")])
+    _write_image(tmp_path / "b.png")
+    partly_unknown = _write_manifest(tmp_path / "p.csv", [("a.png", "p", "m"), ("b.png", "q", "")])
     with pytest.raises(DatasetError, match="gender is unknown for 1 of 2"):
         FaceDataset.from_manifest(partly_unknown, task="gender")
 

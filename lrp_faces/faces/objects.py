@@ -24,45 +24,60 @@ def object_class_names(n_classes: int) -> tuple[str, ...]:
     return tuple(f"{TEXTURES[k % len(TEXTURES)]}_{SHAPES[k % len(SHAPES)]}" for k in range(n_classes))
 
 
-def _shape_distance(shape: str, x, y):
-    radius = 0.5
-    if shape == "circle":
-        return np.sqrt(x * x + y * y) - radius
-    if shape == "square":
-        return draw.box(x, y, 0.0, 0.0, 0.8 * radius, 0.8 * radius)
-    if shape == "triangle":
-        return draw.regular_polygon(x, y - 0.1, 1.15 * radius, 3)
-    if shape == "hexagon":
-        return draw.regular_polygon(x, y, radius, 6)
-    if shape == "star":
-        angle = np.arctan2(y, x)
-        return np.sqrt(x * x + y * y) - radius * (0.75 + 0.3 * np.cos(5 * angle))
-    if shape == "ring":
-        return np.abs(np.sqrt(x * x + y * y) - 0.75 * radius) - 0.25 * radius
-    if shape == "cross":
-        return np.minimum(draw.box(x, y, 0.0, 0.0, radius, 0.28 * radius),
-                          draw.box(x, y, 0.0, 0.0, 0.28 * radius, radius))
-    if shape == "crescent":
-        return np.maximum(np.sqrt(x * x + y * y) - radius, 0.8 * radius - np.sqrt((x - 0.45 * radius) ** 2 + y * y))
-    raise AssertionError(shape)
+RADIUS = 0.5
+"""The size of every shape in its own frame (before the per-image scale)."""
 
 
-def _texture(texture: str, x, y, period):
-    """Mixing weight (0 = base colour, 1 = second colour) of a texture in the object frame."""
+def _star(x, y):
+    angle = np.arctan2(y, x)
+    return np.sqrt(x * x + y * y) - RADIUS * (0.75 + 0.3 * np.cos(5 * angle))
+
+
+def _cross(x, y):
+    return np.minimum(draw.box(x, y, 0.0, 0.0, RADIUS, 0.28 * RADIUS), draw.box(x, y, 0.0, 0.0, 0.28 * RADIUS, RADIUS))
+
+
+def _crescent(x, y):
+    return np.maximum(np.sqrt(x * x + y * y) - RADIUS, 0.8 * RADIUS - np.sqrt((x - 0.45 * RADIUS) ** 2 + y * y))
+
+
+SHAPE_DISTANCES = {
+    "circle": lambda x, y: np.sqrt(x * x + y * y) - RADIUS,
+    "square": lambda x, y: draw.box(x, y, 0.0, 0.0, 0.8 * RADIUS, 0.8 * RADIUS),
+    "triangle": lambda x, y: draw.regular_polygon(x, y - 0.1, 1.15 * RADIUS, 3),
+    "star": _star,
+    "ring": lambda x, y: np.abs(np.sqrt(x * x + y * y) - 0.75 * RADIUS) - 0.25 * RADIUS,
+    "cross": _cross,
+    "hexagon": lambda x, y: draw.regular_polygon(x, y, RADIUS, 6),
+    "crescent": _crescent,
+}
+"""Signed distance (negative inside) of each of :data:`SHAPES` in the object frame, as ``function(x, y)``."""
+
+
+def _dots(x, y, period):
+    offset_x = x - period * np.round(x / period)
+    offset_y = y - period * np.round(y / period)
+    return (offset_x * offset_x + offset_y * offset_y < (0.3 * period) ** 2).astype(FLOAT)
+
+
+def _stripes(x, y, period):
+    return (np.sin(2 * np.pi / period * x) > 0).astype(FLOAT)
+
+
+def _checker(x, y, period):
     phase = 2 * np.pi / period
-    if texture == "solid":
-        return np.zeros_like(x)
-    if texture == "stripes":
-        return (np.sin(phase * x) > 0).astype(FLOAT)
-    if texture == "checker":
-        return ((np.sin(phase * x) > 0) ^ (np.sin(phase * y) > 0)).astype(FLOAT)
-    if texture == "dots":
-        cx = x - period * np.round(x / period)
-        cy = y - period * np.round(y / period)
-        return (cx * cx + cy * cy < (0.3 * period) ** 2).astype(FLOAT)
-    if texture == "waves":
-        return (np.sin(phase * (y + 0.35 * period * np.sin(phase * x))) > 0).astype(FLOAT)
-    raise AssertionError(texture)
+    return ((np.sin(phase * x) > 0) ^ (np.sin(phase * y) > 0)).astype(FLOAT)
+
+
+def _waves(x, y, period):
+    phase = 2 * np.pi / period
+    return (np.sin(phase * (y + 0.35 * period * np.sin(phase * x))) > 0).astype(FLOAT)
+
+
+TEXTURE_WEIGHTS = {"solid": lambda x, y, period: np.zeros_like(x), "stripes": _stripes, "checker": _checker,
+                   "dots": _dots, "waves": _waves}
+"""Mixing weight (0 = base colour, 1 = second colour) of each of :data:`TEXTURES` in the object frame, as
+``function(x, y, period)``."""
 
 
 def synthetic_objects(n_classes: int, images_per_class: int, size: int = 64, seed: int = 0) -> "SyntheticObjects":
@@ -118,9 +133,10 @@ def _render_objects(labels, rngs, size):
     for index in np.unique(labels):  # one shape and texture per class, evaluated on the images of that class
         rows = np.flatnonzero(labels == index)
         x, y = painter.x[rows], painter.y[rows]
-        distance = _shape_distance(SHAPES[index % len(SHAPES)], x, y)
+        distance = SHAPE_DISTANCES[SHAPES[index % len(SHAPES)]](x, y)
         period, offset_x, offset_y = (column(pose[rows, k]) for k in (4, 5, 6))
-        weight = _texture(TEXTURES[index % len(TEXTURES)], x + offset_x * period, y + offset_y * period, period)
+        weight = TEXTURE_WEIGHTS[TEXTURES[index % len(TEXTURES)]](x + offset_x * period, y + offset_y * period,
+                                                                   period)
         colour = base[rows, None, None] + weight[..., None] * (second[rows, None, None] - base[rows, None, None])
         shade = 1.0 - 0.25 * np.clip(distance / 0.5 + 1.0, 0.0, 1.0)  # darker towards the rim: some volume
         alpha = draw.coverage(distance, painter.pixel[rows])

@@ -38,8 +38,6 @@ IMAGE_PARAMETERS = ("expression", "shift_x", "shift_y", "rotation", "scale", "li
                     "brightness")
 """Per-image parameters: expression (mouth curve) and nuisance (pose, scale, lighting)."""
 PARAMETER_NAMES = FACE_PARAMETERS + IMAGE_PARAMETERS
-GENDER_FEATURES = ("jaw_width", "brow_thickness", "hair_length")
-"""The face parameters that gender shifts strongly; the others do not depend on gender."""
 _INDEX = {name: k for k, name in enumerate(PARAMETER_NAMES)}
 _REGION = {name: k for k, name in enumerate(REGIONS)}
 _FACE_CENTRE_Y = 0.05
@@ -220,138 +218,205 @@ def _iris_colour(value):
     return palette[low] * (1 - weight) + palette[low + 1] * weight
 
 
+@dataclass(frozen=True, eq=False)
+class _FaceBatch:
+    """What every part of a batch of faces is drawn with: the painter, the parameters and the face's layout.
+
+    Lengths are in face units (the image spans [-1, 1]); ``column`` holds each parameter as (B, 1, 1) float32,
+    ``parameters`` the float64 rows the colours are computed from.
+    """
+
+    painter: draw.Painter
+    parameters: np.ndarray
+    column: dict
+    skin: np.ndarray  #: (B, 3) skin colour
+    hair: np.ndarray  #: (B, 3) hair colour
+    half_width: np.ndarray  #: face half-width (B, 1, 1)
+    half_height: np.ndarray  #: face half-height (B, 1, 1)
+    centre_y: np.float32  #: vertical centre of the face
+    eye_y: np.ndarray  #: vertical centre of the eyes (B, 1, 1)
+
+    def rgb(self, values) -> np.ndarray:
+        """A colour, one per image or shared, as (B, 1, 1, 3) float32."""
+        return np.broadcast_to(np.asarray(values, dtype=FLOAT), (len(self.parameters), 3))[:, None, None, :]
+
+
 def _render_batch(parameters, render_seeds, size, nuisance):
-    p = {name: column(parameters[:, k]) for k, name in enumerate(PARAMETER_NAMES)}
-    count = len(parameters)
+    """Render one batch of faces: (B, size, size, 3) float32 images and (B, size, size) uint8 region labels.
+
+    The parts are painted back to front over a cluttered background, then lit and given pixel noise.
+    """
+    column_of = {name: column(parameters[:, k]) for k, name in enumerate(PARAMETER_NAMES)}
     rngs = [np.random.default_rng(int(seed)) for seed in render_seeds]
     image_x, image_y = draw.pixel_grid(size)
     canvas = draw.cluttered_background(rngs, image_x, image_y, contrast=min(nuisance, 1.0))
     labels = np.zeros(canvas.shape[:3], dtype=np.uint8)
-    painter = draw.Painter(canvas, labels, p["shift_x"], p["shift_y"], p["rotation"], p["scale"])
+    painter = draw.Painter(canvas, labels, column_of["shift_x"], column_of["shift_y"], column_of["rotation"],
+                           column_of["scale"])
+    centre_y = FLOAT(_FACE_CENTRE_Y)
+    face = _FaceBatch(painter, parameters, column_of, skin=_skin_colour(parameters[:, _INDEX["skin_tone"]]),
+                      hair=_hair_colour(parameters[:, _INDEX["hair_lightness"]], parameters[:, _INDEX["hair_redness"]]),
+                      half_width=column_of["face_width"], half_height=column_of["face_height"], centre_y=centre_y,
+                      eye_y=centre_y + column_of["eye_height"])
+    for draw_part in (_draw_neck_and_ears, _draw_back_hair, _draw_face_and_jaw, _draw_fringe, _draw_nose, _draw_mouth,
+                      _draw_eyes, _draw_brows):
+        draw_part(face)
+    _light(canvas, column_of, image_x, image_y)
+    if nuisance > 0:
+        canvas += draw.pixel_noise(rngs, canvas.shape[1:], _PIXEL_NOISE * nuisance)
+    return np.clip(canvas, 0.0, 1.0, out=canvas), labels
 
-    def rgb(values):
-        return np.broadcast_to(np.asarray(values, dtype=FLOAT), (count, 3))[:, None, None, :]
 
-    skin = _skin_colour(parameters[:, _INDEX["skin_tone"]])
-    hair = _hair_colour(parameters[:, _INDEX["hair_lightness"]], parameters[:, _INDEX["hair_redness"]])
-    a, b, cy = p["face_width"], p["face_height"], FLOAT(_FACE_CENTRE_Y)
-    eye_y = cy + p["eye_height"]
-
-    # neck and ears, behind the hair and the face
-    window = painter.window(-0.5 * a, 0.5 * a, cy + 0.5 * b, 1.2)
+def _draw_neck_and_ears(face: _FaceBatch) -> None:
+    """The neck and the ears, behind the hair and the face; both are skin."""
+    painter, width, centre_y, eye_y = face.painter, face.half_width, face.centre_y, face.eye_y
+    window = painter.window(-0.5 * width, 0.5 * width, centre_y + 0.5 * face.half_height, 1.2)
     x, y = painter.coordinates(window)
-    neck_shadow = 1.0 - 0.3 * np.clip(1.0 - (y - cy - b * 0.85) / 0.2, 0, 1)
-    painter.layer(window, draw.box(x, y, 0.0, cy + b + 0.3, 0.5 * a, 0.5, 0.05),
-                  rgb(skin * 0.85) * neck_shadow[..., None], _REGION["skin"])
+    neck_shadow = 1.0 - 0.3 * np.clip(1.0 - (y - centre_y - face.half_height * 0.85) / 0.2, 0, 1)
+    painter.layer(window, draw.box(x, y, 0.0, centre_y + face.half_height + 0.3, 0.5 * width, 0.5, 0.05),
+                  face.rgb(face.skin * 0.85) * neck_shadow[..., None], _REGION["skin"])
     for side in (-1.0, 1.0):
-        window = painter.window(side * (a - 0.07), side * (a + 0.1), eye_y - 0.05, eye_y + 0.25)
+        window = painter.window(side * (width - 0.07), side * (width + 0.1), eye_y - 0.05, eye_y + 0.25)
         x, y = painter.coordinates(window)
-        painter.layer(window, ellipse(x, y, side * (a + 0.005), eye_y + 0.1, 0.07, 0.13), rgb(skin * 0.9),
+        painter.layer(window, ellipse(x, y, side * (width + 0.005), eye_y + 0.1, 0.07, 0.13), face.rgb(face.skin * 0.9),
                       _REGION["skin"])
-        painter.layer(window, ellipse(x, y, side * (a + 0.025), eye_y + 0.1, 0.028, 0.07), rgb(skin * 0.68),
-                      opacity=0.7)
+        painter.layer(window, ellipse(x, y, side * (width + 0.025), eye_y + 0.1, 0.028, 0.07),
+                      face.rgb(face.skin * 0.68), opacity=0.7)
 
-    # hair behind the face: a cap around the head, down to the hair length
-    hair_end = cy - 0.18 + 1.15 * p["hair_length"]
-    hair_half_width = a + 0.08 + 0.06 * p["hair_length"]
-    window = painter.window(-hair_half_width, hair_half_width, cy - b - 0.12, hair_end + 0.02)
+
+def _hair_strands(x, y, centre_y) -> np.ndarray:
+    """Brightness of the hair's strands: fine stripes that fan out from above the head."""
+    return 1.0 + 0.12 * np.sin(28.0 * np.arctan2(x, y - centre_y + 0.9) + 3.0 * np.sin(6.0 * y))
+
+
+def _draw_back_hair(face: _FaceBatch) -> None:
+    """The hair behind the face: a cap around the head, down to the hair length."""
+    painter, width, centre_y, length = face.painter, face.half_width, face.centre_y, face.column["hair_length"]
+    hair_end = centre_y - 0.18 + 1.15 * length
+    hair_half_width = width + 0.08 + 0.06 * length
+    window = painter.window(-hair_half_width, hair_half_width, centre_y - face.half_height - 0.12, hair_end + 0.02)
     x, y = painter.coordinates(window)
-    cap = ellipse(x, y, 0.0, cy - 0.03, a + 0.07 + 0.04 * p["hair_length"], b + 0.08)
-    sides = draw.box(x, y, 0.0, (cy + hair_end) / 2, hair_half_width, np.maximum((hair_end - cy) / 2, 0.01), 0.12)
-    strands = 1.0 + 0.12 * np.sin(28.0 * np.arctan2(x, y - cy + 0.9) + 3.0 * np.sin(6.0 * y))
-    painter.layer(window, np.maximum(np.minimum(cap, sides), y - hair_end), rgb(hair * 0.85) * strands[..., None],
-                  _REGION["hair"])
+    cap = ellipse(x, y, 0.0, centre_y - 0.03, width + 0.07 + 0.04 * length, face.half_height + 0.08)
+    sides = draw.box(x, y, 0.0, (centre_y + hair_end) / 2, hair_half_width,
+                     np.maximum((hair_end - centre_y) / 2, 0.01), 0.12)
+    painter.layer(window, np.maximum(np.minimum(cap, sides), y - hair_end),
+                  face.rgb(face.hair * 0.85) * _hair_strands(x, y, centre_y)[..., None], _REGION["hair"])
 
-    # face: round on top, a superellipse below whose exponent is the jaw width; the jaw is the lower face
-    window = painter.window(-a, a, cy - b, cy + b)
+
+def _draw_face_and_jaw(face: _FaceBatch) -> None:
+    """The face, round on top and a superellipse below whose exponent is the jaw width; the jaw is the lower face.
+
+    The jaw region is the lower face around a fixed cut-out that holds the mouth, so its shape is the face's.
+    """
+    painter, width, height, centre_y = face.painter, face.half_width, face.half_height, face.centre_y
+    window = painter.window(-width, width, centre_y - height, centre_y + height)
     x, y = painter.coordinates(window)
-    exponent = np.where(y < cy, FLOAT(2.0), 1.8 + 2.6 * p["jaw_width"]).astype(FLOAT)
-    radial = ((np.abs(x) / a) ** exponent + (np.abs(y - cy) / b) ** exponent) ** (1.0 / exponent)
-    face = (radial - 1.0) * a
-    shading = 0.22 * np.clip(1.0 + face / 0.14, 0.0, 1.0) ** 2 * (1.0 + 0.8 * np.clip((y - cy) / 0.25, 0.0, 1.0))
-    painter.layer(window, face, rgb(skin) * (1.0 - shading)[..., None], _REGION["skin"])
-    # the jaw: the lower face around a fixed cut-out that holds the mouth (so the jaw's shape is the face's)
-    mouth_area = ellipse(x, y, 0.0, cy + 0.55 * b - 0.01, 0.27, 0.12)
-    painter.label(window, np.maximum(np.maximum(face, cy + 0.45 * b - y), -mouth_area), _REGION["jaw"])
+    exponent = np.where(y < centre_y, FLOAT(2.0), 1.8 + 2.6 * face.column["jaw_width"]).astype(FLOAT)
+    radial = ((np.abs(x) / width) ** exponent + (np.abs(y - centre_y) / height) ** exponent) ** (1.0 / exponent)
+    outline = (radial - 1.0) * width
+    shading = (0.22 * np.clip(1.0 + outline / 0.14, 0.0, 1.0) ** 2
+               * (1.0 + 0.8 * np.clip((y - centre_y) / 0.25, 0.0, 1.0)))
+    painter.layer(window, outline, face.rgb(face.skin) * (1.0 - shading)[..., None], _REGION["skin"])
+    mouth_area = ellipse(x, y, 0.0, centre_y + 0.55 * height - 0.01, 0.27, 0.12)
+    painter.label(window, np.maximum(np.maximum(outline, centre_y + 0.45 * height - y), -mouth_area), _REGION["jaw"])
 
-    # fringe: the hair on the forehead, above a hairline
-    window = painter.window(-a - 0.02, a + 0.02, cy - b - 0.02, cy - 0.45 * b + 0.28)
+
+def _draw_fringe(face: _FaceBatch) -> None:
+    """The fringe: the hair on the forehead, above a hairline set by the fringe and the parting."""
+    painter, width, height, centre_y = face.painter, face.half_width, face.half_height, face.centre_y
+    window = painter.window(-width - 0.02, width + 0.02, centre_y - height - 0.02, centre_y - 0.45 * height + 0.28)
     x, y = painter.coordinates(window)
-    hairline = cy - b * (0.74 - 0.26 * p["hair_fringe"]) + 0.22 * (x / a) ** 2 + 0.06 * p["hair_parting"] * x / a
-    strands = 1.0 + 0.12 * np.sin(28.0 * np.arctan2(x, y - cy + 0.9) + 3.0 * np.sin(6.0 * y))
-    painter.layer(window, np.maximum(ellipse(x, y, 0.0, cy - 0.02, a + 0.02, b + 0.02), y - hairline),
-                  rgb(hair) * strands[..., None], _REGION["hair"])
+    hairline = (centre_y - height * (0.74 - 0.26 * face.column["hair_fringe"]) + 0.22 * (x / width) ** 2
+                + 0.06 * face.column["hair_parting"] * x / width)
+    painter.layer(window, np.maximum(ellipse(x, y, 0.0, centre_y - 0.02, width + 0.02, height + 0.02), y - hairline),
+                  face.rgb(face.hair) * _hair_strands(x, y, centre_y)[..., None], _REGION["hair"])
 
-    # nose: a tapered region from between the eyes to below the tip, with a side shadow, the wings and nostrils
-    nose_top, nose_tip, nose_width = eye_y + 0.02, eye_y + p["nose_length"], p["nose_width"]
+
+def _draw_nose(face: _FaceBatch) -> None:
+    """The nose: a tapered region from between the eyes to below the tip, a side shadow, the wings and nostrils."""
+    painter, skin = face.painter, face.skin
+    nose_top, nose_tip = face.eye_y + 0.02, face.eye_y + face.column["nose_length"]
+    nose_width = face.column["nose_width"]
     window = painter.window(-nose_width - 0.05, nose_width + 0.05, nose_top - 0.02, nose_tip + 0.06)
     x, y = painter.coordinates(window)
-    t = np.clip((y - nose_top) / (nose_tip + 0.045 - nose_top), 0.0, 1.0)
-    half_width = 0.035 + (nose_width + 0.03 - 0.035) * t ** 1.5
+    along = np.clip((y - nose_top) / (nose_tip + 0.045 - nose_top), 0.0, 1.0)  # 0 at the top, 1 below the tip
+    half_width = 0.035 + (nose_width + 0.03 - 0.035) * along ** 1.5
     nose = np.maximum(np.maximum(np.abs(x) - half_width, nose_top - y), y - nose_tip - 0.045)
     painter.label(window, nose, _REGION["nose"])
-    painter.layer(window, np.maximum(np.abs(x - 0.55 * half_width) - 0.3 * half_width, np.abs(t - 0.5) - 0.45),
-                  rgb(skin * 0.7), opacity=0.5)
+    painter.layer(window, np.maximum(np.abs(x - 0.55 * half_width) - 0.3 * half_width, np.abs(along - 0.5) - 0.45),
+                  face.rgb(skin * 0.7), opacity=0.5)
     wings = np.maximum(ellipse(x, y, 0.0, nose_tip - 0.005, nose_width + 0.01, 0.045), nose_tip - 0.015 - y)
-    painter.layer(window, wings, rgb(skin * 0.72), opacity=0.7)
+    painter.layer(window, wings, face.rgb(skin * 0.72), opacity=0.7)
     for side in (-1.0, 1.0):
         painter.layer(window, ellipse(x, y, side * 0.45 * nose_width, nose_tip + 0.012, 0.028, 0.016),
-                      rgb(skin * 0.25), opacity=0.9)
+                      face.rgb(skin * 0.25), opacity=0.9)
 
-    # mouth: two lips around a curved centre line (expression lifts the corners), a dark slit between them
-    mouth_y, mouth_width, thickness = cy + 0.55 * b, p["mouth_width"], p["mouth_thickness"]
-    reach = np.abs(p["expression"]) + 1.8 * thickness + 0.03
+
+def _draw_mouth(face: _FaceBatch) -> None:
+    """The mouth: two lips around a curved centre line (expression lifts the corners), a dark slit between them."""
+    painter, expression = face.painter, face.column["expression"]
+    mouth_y = face.centre_y + 0.55 * face.half_height
+    mouth_width, thickness = face.column["mouth_width"], face.column["mouth_thickness"]
+    reach = np.abs(expression) + 1.8 * thickness + 0.03
     window = painter.window(-mouth_width - 0.02, mouth_width + 0.02, mouth_y - reach, mouth_y + reach)
     x, y = painter.coordinates(window)
-    u = x / mouth_width
-    profile = np.sqrt(np.clip(1.0 - u * u, 0.0, 1.0))
-    centre = mouth_y - p["expression"] * u * u
+    across = x / mouth_width  # -1 and 1 at the corners
+    profile = np.sqrt(np.clip(1.0 - across * across, 0.0, 1.0))
+    centre = mouth_y - expression * across * across
     upper, lower = 0.8 * thickness * profile, thickness * profile
     lips = np.maximum(np.abs(y - centre - (lower - upper) / 2) - (upper + lower) / 2 - 0.004, np.abs(x) - mouth_width)
-    lip_colour = 0.35 * skin + 0.65 * _lip_colour(parameters[:, _INDEX["lip_colour"]])
-    painter.layer(window, lips, rgb(lip_colour), _REGION["mouth"])
+    lip_colour = 0.35 * face.skin + 0.65 * _lip_colour(face.parameters[:, _INDEX["lip_colour"]])
+    painter.layer(window, lips, face.rgb(lip_colour), _REGION["mouth"])
     painter.layer(window, np.maximum(np.abs(y - centre) - 0.008, np.abs(x) - mouth_width * 0.97),
-                  rgb(lip_colour * 0.35))
+                  face.rgb(lip_colour * 0.35))
 
-    # eyes: sclera, iris, pupil, upper lid; the left eye is the one on the image's left
-    eye_rx = p["eye_size"]
-    eye_ry = p["eye_openness"] * eye_rx
-    iris = rgb(_iris_colour(parameters[:, _INDEX["iris_colour"]]))
+
+def _draw_eyes(face: _FaceBatch) -> None:
+    """The eyes: sclera, iris, pupil and upper lid; the left eye is the one on the image's left."""
+    painter, eye_y = face.painter, face.eye_y
+    radius_x = face.column["eye_size"]
+    radius_y = face.column["eye_openness"] * radius_x
+    iris = face.rgb(_iris_colour(face.parameters[:, _INDEX["iris_colour"]]))
     for side, region in ((-1.0, "left_eye"), (1.0, "right_eye")):
-        eye_x = side * p["eye_spacing"]
-        window = painter.window(eye_x - eye_rx - 0.04, eye_x + eye_rx + 0.04, eye_y - eye_ry - 0.04,
-                                eye_y + eye_ry + 0.04)
+        eye_x = side * face.column["eye_spacing"]
+        window = painter.window(eye_x - radius_x - 0.04, eye_x + radius_x + 0.04, eye_y - radius_y - 0.04,
+                                eye_y + radius_y + 0.04)
         x, y = painter.coordinates(window)
-        sclera = ellipse(x, y, eye_x, eye_y, eye_rx, eye_ry)
+        sclera = ellipse(x, y, eye_x, eye_y, radius_x, radius_y)
         painter.label(window, sclera - 0.012, _REGION[region])  # the sclera and its lid line
-        painter.layer(window, sclera, rgb([0.95, 0.95, 0.93]))
-        painter.layer(window, np.maximum(ellipse(x, y, eye_x, eye_y, 0.95 * eye_ry, 0.95 * eye_ry), sclera), iris)
-        painter.layer(window, ellipse(x, y, eye_x, eye_y, 0.45 * eye_ry, 0.45 * eye_ry), rgb([0.04, 0.03, 0.03]))
-        painter.layer(window, np.maximum(np.abs(sclera) - 0.012, y - eye_y + 0.2 * eye_ry), rgb(skin * 0.25))
+        painter.layer(window, sclera, face.rgb([0.95, 0.95, 0.93]))
+        painter.layer(window, np.maximum(ellipse(x, y, eye_x, eye_y, 0.95 * radius_y, 0.95 * radius_y), sclera), iris)
+        painter.layer(window, ellipse(x, y, eye_x, eye_y, 0.45 * radius_y, 0.45 * radius_y),
+                      face.rgb([0.04, 0.03, 0.03]))
+        upper_lid = np.maximum(np.abs(sclera) - 0.012, y - eye_y + 0.2 * radius_y)
+        painter.layer(window, upper_lid, face.rgb(face.skin * 0.25))
 
-    # brows: thick arched strokes at a fixed place above the eyes; the angle raises their outer ends
-    brow_colour = rgb(0.55 * hair + 0.45 * np.array([0.12, 0.08, 0.06]))
-    thickness, half_length = p["brow_thickness"], FLOAT(0.13)
-    centre_y = cy - 0.29 + 0.5 * (0.09 - thickness)
+
+def _draw_brows(face: _FaceBatch) -> None:
+    """The brows: thick arched strokes at a fixed place above the eyes; the angle raises their outer ends."""
+    painter, angle = face.painter, face.column["brow_angle"]
+    brow_colour = face.rgb(0.55 * face.hair + 0.45 * np.array([0.12, 0.08, 0.06]))
+    thickness, half_length = face.column["brow_thickness"], FLOAT(0.13)
+    centre_y = face.centre_y - 0.29 + 0.5 * (0.09 - thickness)
     for side in (-1.0, 1.0):
         centre_x = FLOAT(side * 0.25)
-        reach = np.abs(np.tan(p["brow_angle"])) * half_length + thickness + 0.05
+        reach = np.abs(np.tan(angle)) * half_length + thickness + 0.05
         window = painter.window(centre_x - half_length - thickness, centre_x + half_length + thickness,
                                 centre_y - reach, centre_y + reach)
         x, y = painter.coordinates(window)
-        along = (x - centre_x) * side
-        line = centre_y - np.tan(p["brow_angle"]) * along - 0.03 * (1.0 - (along / half_length) ** 2)
+        along = (x - centre_x) * side  # towards the outer end
+        line = centre_y - np.tan(angle) * along - 0.03 * (1.0 - (along / half_length) ** 2)
         taper = 1.0 - 0.35 * (np.clip(along / half_length, -1.0, 1.0) + 1.0) / 2
         brow = np.sqrt(np.maximum(np.abs(along) - half_length, 0.0) ** 2 + (y - line) ** 2) - thickness / 2 * taper
         painter.layer(window, brow, brow_colour, _REGION["brows"])
 
-    # lighting gradient, brightness and pixel noise, in image coordinates
-    angle = p["light_angle"]
-    light = p["brightness"] * (1.0 + p["light_strength"] * (np.cos(angle) * image_x + np.sin(angle) * image_y))
+
+def _light(canvas, column_of: dict, image_x, image_y) -> None:
+    """Multiply ``canvas`` in place by the brightness and a linear lighting gradient, in image coordinates."""
+    angle = column_of["light_angle"]
+    gradient = np.cos(angle) * image_x + np.sin(angle) * image_y
+    light = column_of["brightness"] * (1.0 + column_of["light_strength"] * gradient)
     canvas *= light[..., None]
-    if nuisance > 0:
-        canvas += draw.pixel_noise(rngs, canvas.shape[1:], _PIXEL_NOISE * nuisance)
-    return np.clip(canvas, 0.0, 1.0, out=canvas), labels
 
 
 def _check_task(task: str) -> None:
@@ -425,7 +490,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         """Boolean (N, H, W): the pixels of the regions that carry the signal of ``task``."""
         task = task or self.task
         _check_task(task)
-        return np.isin(self.regions, [_REGION[name] for name in TASK_REGIONS[task]])
+        return self.region_mask(*TASK_REGIONS[task])
 
     def region_mask(self, *names: str) -> np.ndarray:
         """Boolean (N, H, W): the pixels of the named regions."""
