@@ -659,6 +659,12 @@ def test_open_of_a_directory_without_cube_files_says_so(tmp_path):
         cube.open(tmp_path)
 
 
+def test_the_module_example_runs():
+    import doctest
+    results = doctest.testmod(cube, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 10 and results.failed == 0
+
+
 # ----------------------------------------------------------------------------------------------- the unit of work
 def test_explain_block_gives_what_attribute_gives_for_the_same_images(zoo, faces):
     spec = ModelSpec("faces", "identity", 1)

@@ -25,12 +25,11 @@ from ..models import read_checkpoint_info, weights_digest
 from ..module_state import evaluation_mode
 from ..zoo import ModelSpec
 from ._open import open_cube
-from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, Batch, CubeFileError, CubeInputError,
-                     CubeMismatchError, CubeWarning, Header, ImageTable, cube_files, file_name, read_header,
-                     verify_file, version_attributes, write_model_file)
-from .blocks import (Block, block_attributes, block_size_for, check_finite, explain_block,
-                     finished_blocks, log, model_device, plan_blocks, read_block, remove_blocks,
-                     remove_block_temporaries, request_digest, resolve_device, write_block)
+from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
+                     CubeWarning, Header, ImageTable, cube_files, file_name, read_header, verify_file,
+                     version_attributes)
+from .blocks import (assemble_model_file, block_size_for, compute_block, finished_blocks, log, model_device,
+                     plan_blocks, remove_block_temporaries, remove_blocks, request_digest, resolve_device)
 
 LOCK_NAME = ".lrp_faces_cube.lock"
 
@@ -82,7 +81,7 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     batch_size : int
         Images per forward/backward pass, and per chunk on disk.
     progress : bool
-        Show progress bars over models and images.
+        Show progress bars over models and blocks.
     overwrite : bool
         Recompute every model of the zoo even if its file or blocks exist, and delete files of other models that
         were computed with other arguments. Without it, files computed with other arguments (method, parameters,
@@ -344,25 +343,24 @@ def _model_attributes(model, spec: ModelSpec, run: _Run, source: dict, weights: 
             "labels_sha256": run.label_digests[spec.task]}
 
 
-def _update_model(directory: Path, zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run) -> bool:
-    """Compute ``spec``'s file unless ``header`` (its reusable file) was computed with the same weights; True if
-    computed. The weights are identified by the checkpoint's SHA-256 when it is unchanged, else by loading the model
+def _update_model(directory: Path, zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run) -> None:
+    """Compute ``spec``'s file unless ``header`` (its reusable file) was computed with the same weights. The weights are identified by the checkpoint's SHA-256 when it is unchanged, else by loading the model
     and hashing its state dict."""
     source = _model_file(zoo, spec)
     if header is not None and source["model_file_sha256"] and all(
             header.attrs.get(key) == value for key, value in source.items()):
         remove_blocks(directory, spec)  # left by a run killed between renaming the file and removing its blocks
-        return False
+        return
     model = zoo[spec]
     weights = weights_digest(model)
     if header is not None:
         if header.attrs.get("model_weights_sha256") == weights:
             remove_blocks(directory, spec)
-            return False
+            return
         warnings.warn(f"model {spec}: weights changed since its maps in {str(header.path)!r} were computed (weights "
                       f"digest {str(header.attrs.get('model_weights_sha256'))[:12]} -> {weights[:12]}"
                       f"{', from ' + source['model_file'] if source['model_file'] else ''}); recomputing its maps",
-                      CubeWarning, stacklevel=4)
+                      CubeWarning, stacklevel=3)
     started = time.perf_counter()
     with _on_device(model, run.device):
         classes = _dry_run(model, spec, load_images(run.dataset, 0, 1), run.labels[spec.task], run.contrastive)
@@ -370,41 +368,18 @@ def _update_model(directory: Path, zoo: Mapping, spec: ModelSpec, header: Header
         digest = request_digest(attrs)
         blocks = plan_blocks(directory, spec, len(run.images.ids), run.block_size,
                              finished_blocks(directory, spec, digest))
-        reused = sum(block.finished for block in blocks)
-        if reused:
-            log.info("%s: %d of %d blocks already computed; computing %d", spec, reused, len(blocks),
-                     len(blocks) - reused)
-        write_model_file(directory, spec, attrs, run.images, min(run.batch_size, len(run.images.ids)),
-                         _model_batches(model, spec, blocks, digest, run), finish=lambda: _finish(started))
-    remove_blocks(directory, spec)
-    return True
-
-
-def _model_batches(model, spec: ModelSpec, blocks: list[Block], digest: str, run: _Run) -> Iterator[tuple[int, Batch]]:
-    """Each block's results in image order: read from its file if finished, else explained and saved first."""
-    bar = tqdm(total=len(run.images.ids), desc=spec.name, unit="image", disable=not run.progress, leave=False)
-    for block in blocks:
-        expected = block_attributes(spec, block.start, block.stop, digest)
-        if block.finished:
-            try:
-                batch = read_block(block.path, expected)
-            except CubeFileError as error:
-                warnings.warn(f"model {spec}: block {str(block.path)!r} {error.cause}; recomputing it", CubeWarning,
-                              stacklevel=5)
-                block.path.unlink(missing_ok=True)
-            else:
-                bar.update(block.stop - block.start)
-                yield block.start, batch
-                continue
-        images = check_images(load_images(run.dataset, block.start, block.stop),
-                              f"images {block.start} to {block.stop - 1}")
-        batch = explain_block(model, run.method, images, run.labels[spec.task][block.start:block.stop], block.start,
-                              run.contrastive, run.batch_size)
-        check_finite(batch, block.start, run.images.ids, spec, run.method)
-        write_block(block.path, batch, expected)
-        bar.update(block.stop - block.start)
-        yield block.start, batch
-    bar.close()
+        missing = [block for block in blocks if not block.finished]
+        if len(missing) < len(blocks):
+            log.info("%s: %d of %d blocks already computed; computing %d", spec, len(blocks) - len(missing),
+                     len(blocks), len(missing))
+        labels = run.labels[spec.task]
+        for block in tqdm(missing, desc=spec.name, unit="block", disable=not run.progress, leave=False):
+            images = check_images(load_images(run.dataset, block.start, block.stop),
+                                  f"images {block.start} to {block.stop - 1}")
+            compute_block(model, run.method, images, labels[block.start:block.stop], block, spec, digest,
+                          run.images.ids, run.contrastive, run.batch_size)
+    assemble_model_file(directory, spec, attrs, run.images, min(run.batch_size, len(run.images.ids)), blocks,
+                        finish=lambda: _finish(started))
 
 
 # ------------------------------------------------------------------------------------------ resume and integrity
@@ -445,7 +420,7 @@ def _reusable_files(directory: Path, specs: list[ModelSpec], request: dict, labe
             if spec is not None:
                 if not overwrite:
                     warnings.warn(f"cube file {str(path)!r} {error.cause}; recomputing model {spec}", CubeWarning,
-                                  stacklevel=4)
+                                  stacklevel=3)
                 continue
             if not overwrite:
                 raise
@@ -464,7 +439,7 @@ def _reusable_files(directory: Path, specs: list[ModelSpec], request: dict, labe
             continue
         if overwrite:
             warnings.warn(f"overwrite=True: deleting {str(path)!r}, a model outside this zoo computed with other "
-                          f"arguments or damaged ({'; '.join(problems)})", CubeWarning, stacklevel=4)
+                          f"arguments or damaged ({'; '.join(problems)})", CubeWarning, stacklevel=3)
             path.unlink()
             continue
         raise CubeMismatchError(f"{str(path)!r} was computed with other arguments than this call "

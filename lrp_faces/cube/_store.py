@@ -62,6 +62,9 @@ class CubeFileError(CubeError):
         self.path = None if path is None else Path(path)
         self.cause = message if cause is None else cause
 
+    def __reduce__(self):  # keep path and cause through pickling (e.g. from a dask worker)
+        return type(self), (str(self), self.path, self.cause)
+
 
 class CubeMismatchError(CubeError):
     """Cube files that disagree with each other or with the arguments of ``compute`` (method, images, ...)."""

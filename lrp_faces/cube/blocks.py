@@ -4,9 +4,10 @@ small checksummed file until the model's file is assembled from them.
 :func:`explain_block` is the expensive part of :func:`lrp_faces.cube.compute`, a pure function of a model and a
 block of images. Each finished block is written atomically to ``<cube>/.blocks/<model>/<start>-<stop>.nc``
 (:func:`block_path`, :func:`write_block`), recording the digest of everything its maps depend on
-(:func:`request_digest`: method, parameters, images, labels, batch size, the model's weights). A rerun reuses the
-blocks whose digest matches (:func:`finished_blocks`, :func:`plan_blocks`) and computes the others; the model's
-file is then assembled from the blocks in image order, and the blocks are removed (:func:`remove_blocks`).
+(:func:`request_digest`: method, parameters, images, labels, batch size, the model's weights); :func:`compute_block`
+does all three steps of one unit. A rerun reuses the blocks whose digest matches (:func:`finished_blocks`,
+:func:`plan_blocks`) and computes the others; the model's file is then assembled from the blocks in image order,
+and the blocks are removed (:func:`assemble_model_file`).
 
 Blocks start and stop on multiples of the batch size, so every image is explained in the same batch whatever the
 block size, and the cube does not depend on how it was split.
@@ -18,7 +19,8 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,13 @@ from ..methods import Method
 from ..module_state import evaluation_mode
 from ..netcdf import DIGEST_ATTR, NetCDFFileError, header_digest, verify_header
 from ..zoo import ModelSpec
-from ._store import (PER_MODEL, SHARED, Batch, CubeFileError, CubeInputError, CubeNonFiniteError, file_error,
-                     named_errors)
+from ._store import (PER_MODEL, SHARED, Batch, CubeFileError, CubeInputError, CubeNonFiniteError, CubeWarning,
+                     ImageTable, file_error, named_errors, write_model_file)
 
-__all__ = ["Batch", "Block", "BLOCKS_DIR", "DEFAULT_BLOCK_IMAGES", "explain_block", "check_finite", "block_size_for",
-           "block_directory", "block_path", "request_digest", "block_attributes", "write_block", "read_block",
-           "finished_blocks", "plan_blocks", "remove_blocks", "remove_block_temporaries", "resolve_device",
-           "model_device"]
+__all__ = ["Batch", "Block", "ImageTable", "BLOCKS_DIR", "DEFAULT_BLOCK_IMAGES", "explain_block", "check_finite",
+           "compute_block", "assemble_model_file", "block_size_for", "block_directory", "block_path",
+           "request_digest", "block_attributes", "write_block", "read_block", "finished_blocks", "plan_blocks",
+           "remove_blocks", "remove_block_temporaries", "resolve_device", "model_device"]
 
 BLOCKS_DIR = ".blocks"
 """Hidden folder of a cube directory that holds the finished blocks of models not yet assembled."""
@@ -242,55 +244,62 @@ def write_block(path: str | os.PathLike, batch: Batch, attrs: Mapping[str, Any])
     return path
 
 
-def _read_attributes(nc, path: Path) -> dict:
-    try:
-        verify_header(nc, path)
-    except NetCDFFileError:
-        raise file_error(path, "is damaged: its header does not match its recorded digest", hint=False) from None
-    return {key: nc.getncattr(key) for key in nc.ncattrs() if key != DIGEST_ATTR}
+def _load_block(path: Path) -> tuple[dict, Batch]:
+    """A block file's attributes and results, checked against its header digest and checksums."""
+    with named_errors(path, "reading the block"), netCDF4.Dataset(path, "r") as nc:
+        nc.set_auto_mask(False)
+        try:
+            verify_header(nc, path)
+        except NetCDFFileError:
+            raise file_error(path, "is damaged: its header does not match its recorded digest", hint=False) from None
+        attrs = {key: nc.getncattr(key) for key in nc.ncattrs() if key != DIGEST_ATTR}
+        batch = Batch(*(np.asarray(nc.variables[name][...]) for name in Batch._fields))
+    if not len(batch.label) == len(batch.relevance) == len(batch.output) == len(batch.prediction):
+        raise file_error(path, "holds variables of different lengths", hint=False)
+    if attrs.get("block_format") != BLOCK_FORMAT:
+        raise file_error(path, f"is not a block file (no block_format={BLOCK_FORMAT!r})", hint=False)
+    return attrs, batch
 
 
 def read_block(path: str | os.PathLike, attrs: Mapping[str, Any] | None = None) -> Batch:
     """The results in a block file, checked against its checksums, its header digest and ``attrs`` (e.g.
     :func:`block_attributes`). Raises :class:`CubeFileError` naming the file."""
     path = Path(path)
-    with named_errors(path, "reading the block"), netCDF4.Dataset(path, "r") as nc:
-        nc.set_auto_mask(False)
-        found = _read_attributes(nc, path)
-        for key, value in (attrs or {}).items():
-            if found.get(key) != value:
-                raise file_error(path, f"is a block of other results ({key}: {found.get(key)!r}, expected {value!r})",
-                                 hint=False)
-        batch = Batch(*(np.asarray(nc.variables[name][...]) for name in Batch._fields))
-    if not len(batch.label) == len(batch.relevance) == len(batch.output) == len(batch.prediction):
-        raise file_error(path, "holds variables of different lengths", hint=False)
+    found, batch = _load_block(path)
+    for key, value in (attrs or {}).items():
+        if found.get(key) != value:
+            raise file_error(path, f"is a block of other results ({key}: {found.get(key)!r}, expected {value!r})",
+                             hint=False)
+    expected = found.get("stop", 0) - found.get("start", 0)
+    if len(batch.label) != expected:
+        raise file_error(path, f"holds {len(batch.label)} images, not {expected}", hint=False)
     return batch
 
 
 def finished_blocks(cube_directory: str | os.PathLike, spec: ModelSpec, digest: str) -> dict[tuple[int, int], Path]:
-    """The block files of ``spec`` computed for ``digest``, by ``(start, stop)``; other block files (other settings,
-    other weights, damaged headers) are deleted. Data checksums are checked when a block is read."""
+    """The block files of ``spec`` computed for ``digest``, by ``(start, stop)``, each read and checked against its
+    checksums. Other block files are deleted: those of other settings or weights quietly (a log line), damaged ones
+    with a :class:`CubeWarning` naming them."""
     found = {}
     folder = block_directory(cube_directory, spec)
     for path in sorted(folder.glob("*.nc")) if folder.is_dir() else []:
         match = _BLOCK_NAME.match(path.name)
-        problem = None if match else "not a block file name"
-        if match:
-            try:
-                with named_errors(path, "reading its header"), netCDF4.Dataset(path, "r") as nc:
-                    attrs = _read_attributes(nc, path)
-            except CubeFileError as error:
-                problem = error.cause
-            else:
-                start, stop = int(match[1]), int(match[2])
-                expected = block_attributes(spec, start, stop, digest)
-                wrong = [key for key, value in expected.items() if attrs.get(key) != value]
-                problem = f"computed for other settings or weights ({', '.join(wrong)})" if wrong else None
-        if problem is None:
-            found[(int(match[1]), int(match[2]))] = path
-        else:
-            log.info("%s: block %s %s; removing it", spec, path, problem)
+        if match is None:
+            continue
+        start, stop = int(match[1]), int(match[2])
+        try:
+            attrs, batch = _load_block(path)
+        except CubeFileError as error:
+            warnings.warn(f"model {spec}: block {str(path)!r} {error.cause}; recomputing it", CubeWarning,
+                          stacklevel=4)
             path.unlink(missing_ok=True)
+            continue
+        expected = block_attributes(spec, start, stop, digest)
+        if any(attrs.get(key) != value for key, value in expected.items()) or len(batch.label) != stop - start:
+            log.info("%s: block %s was computed with other settings or weights; removing it", spec, path)
+            path.unlink(missing_ok=True)
+            continue
+        found[(start, stop)] = path
     return found
 
 
@@ -315,6 +324,41 @@ def plan_blocks(cube_directory: str | os.PathLike, spec: ModelSpec, count: int, 
             blocks.append(Block(start, stop, block_path(cube_directory, spec, start, stop)))
         start = stop
     return blocks
+
+
+def compute_block(model: nn.Module, method: Method, images: torch.Tensor, labels: Sequence[int] | np.ndarray,
+                  block: Block, spec: ModelSpec, digest: str, image_ids: Sequence[str], contrastive: bool = True,
+                  batch_size: int = 16, device: str | torch.device | None = None) -> Path:
+    """One unit of work, start to finish: :func:`explain_block` for the images of ``block``, :func:`check_finite`,
+    then :func:`write_block` to ``block.path`` with :func:`block_attributes`. Returns the block's path.
+
+    ``images`` and ``labels`` are those of the block (images ``block.start`` to ``block.stop - 1``); ``image_ids``
+    are all the data set's ids (to name images in errors); ``digest`` is :func:`request_digest` of the model file's
+    attributes.
+    """
+    batch = explain_block(model, method, images, labels, block.start, contrastive, batch_size, device)
+    check_finite(batch, block.start, image_ids, spec, method)
+    return write_block(block.path, batch, block_attributes(spec, block.start, block.stop, digest))
+
+
+def assemble_model_file(cube_directory: str | os.PathLike, spec: ModelSpec, attrs: Mapping[str, Any],
+                        images: ImageTable, chunk: int, blocks: Sequence[Block],
+                        finish: Callable[[], dict] = dict) -> Path:
+    """Write the model's file in ``cube_directory`` from its finished ``blocks`` (read back verified, in image
+    order), then delete the blocks. ``attrs`` are the file's attributes (their :func:`request_digest` must be the one
+    the blocks record), ``chunk`` the images per chunk on disk, ``finish()`` the attributes added when complete.
+
+    Raises
+    ------
+    CubeFileError
+        A block is missing, damaged or of another request (named); nothing is written.
+    """
+    digest = request_digest(attrs)
+    batches = ((block.start, read_block(block.path, block_attributes(spec, block.start, block.stop, digest)))
+               for block in blocks)
+    path = write_model_file(Path(cube_directory), spec, dict(attrs), images, chunk, batches, finish)
+    remove_blocks(cube_directory, spec)
+    return path
 
 
 def remove_blocks(cube_directory: str | os.PathLike, spec: ModelSpec) -> None:
