@@ -23,7 +23,7 @@ import xarray as xr
 
 import lrp_faces
 from lrp_faces import cube, methods
-from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError
+from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError, blocks
 from lrp_faces.faces import synthetic_faces
 from lrp_faces.models import save_model, weights_digest
 from lrp_faces.zoo import ModelSpec, Zoo, ZooEntry
@@ -368,6 +368,24 @@ def test_a_damaged_block_is_recomputed_with_a_warning_naming_it(zoo, faces, comp
                                progress=False)
     assert recording.calls[:2] == [(ORDER[1], 0), (ORDER[1], 8)]
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_a_rerun_with_another_block_size_keeps_the_finished_blocks(zoo, faces, computed, tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube")  # blocks 0-4 and 4-8 of the second model
+    recording = RecordingMethod()
+    resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=3 * BATCH,
+                           progress=False)
+    assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
+    xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_plan_blocks_fills_the_gaps_between_finished_blocks_on_the_block_grid(tmp_path):
+    spec = ModelSpec("faces", "gender", 0)
+    finished = {(8, 12): tmp_path / "a.nc", (20, 24): tmp_path / "b.nc", (30, 99): tmp_path / "beyond.nc"}
+    planned = blocks.plan_blocks(tmp_path, spec, 30, 16, finished)
+    assert [(block.start, block.stop, block.finished) for block in planned] == [
+        (0, 8, False), (8, 12, True), (12, 16, False), (16, 20, False), (20, 24, True), (24, 30, False)]
+    assert planned[0].path == tmp_path / ".blocks" / spec.name / "0-8.nc" and planned[1].path == tmp_path / "a.nc"
 
 
 @pytest.mark.parametrize("block_size", [BATCH, 2 * BATCH, 3 * BATCH])

@@ -44,7 +44,8 @@ def open_cube(path: str | os.PathLike, chunks=None) -> xr.Dataset:
     Raises
     ------
     CubeFileError
-        No cube files, or a truncated or damaged one (named).
+        No cube files, or a truncated or damaged one (named); also later, when a chunk that is read fails its
+        checksum (the file is named; :func:`verify` checks them all at once).
     CubeMismatchError
         Files that disagree on the images, image size or method (the odd ones are named).
     """
