@@ -92,9 +92,9 @@ def recompute_hint(path: Path) -> str:
             "arguments to recompute only the missing models, or pass overwrite=True to recompute all of them")
 
 
-def file_error(path: Path, cause: str, hint: bool = True) -> CubeFileError:
-    """A :class:`CubeFileError` saying ``cube file '<path>' <cause>``, with how to recompute it."""
-    message = f"cube file {str(path)!r} {cause}" + (f"; {recompute_hint(path)}" if hint else "")
+def file_error(path: Path, cause: str, hint: bool = True, kind: str = "cube file") -> CubeFileError:
+    """A :class:`CubeFileError` saying ``<kind> '<path>' <cause>``, with how to recompute it if ``hint``."""
+    message = f"{kind} {str(path)!r} {cause}" + (f"; {recompute_hint(path)}" if hint else "")
     return CubeFileError(message, path, cause)
 
 
@@ -156,15 +156,16 @@ class Header:
 
 
 @contextlib.contextmanager
-def named_errors(path: Path, doing: str) -> Iterator[None]:
-    """Turn netCDF4/HDF5 read errors inside the block into a :class:`CubeFileError` naming ``path``."""
+def named_errors(path: Path, doing: str, hint: bool = True, kind: str = "cube file") -> Iterator[None]:
+    """Turn netCDF4/HDF5 read errors inside the block into a :class:`CubeFileError` naming ``path`` (see
+    :func:`file_error`)."""
     try:
         yield
     except CubeFileError:
         raise
     except READ_ERRORS as error:
-        raise file_error(path, f"is truncated or damaged: {doing} failed ({type(error).__name__}: {error})") \
-            from None
+        raise file_error(path, f"is truncated or damaged: {doing} failed ({type(error).__name__}: {error})", hint,
+                         kind) from None
 
 
 def read_header(path: Path) -> Header:

@@ -246,18 +246,18 @@ def write_block(path: str | os.PathLike, batch: Batch, attrs: Mapping[str, Any])
 
 def _load_block(path: Path) -> tuple[dict, Batch]:
     """A block file's attributes and results, checked against its header digest and checksums."""
-    with named_errors(path, "reading the block"), netCDF4.Dataset(path, "r") as nc:
+    with named_errors(path, "reading it", hint=False, kind="block file"), netCDF4.Dataset(path, "r") as nc:
         nc.set_auto_mask(False)
         try:
             verify_header(nc, path)
         except NetCDFFileError:
-            raise file_error(path, "is damaged: its header does not match its recorded digest", hint=False) from None
+            raise file_error(path, "is damaged: its header does not match its recorded digest", hint=False, kind="block file") from None
         attrs = {key: nc.getncattr(key) for key in nc.ncattrs() if key != DIGEST_ATTR}
         batch = Batch(*(np.asarray(nc.variables[name][...]) for name in Batch._fields))
     if not len(batch.label) == len(batch.relevance) == len(batch.output) == len(batch.prediction):
-        raise file_error(path, "holds variables of different lengths", hint=False)
+        raise file_error(path, "holds variables of different lengths", hint=False, kind="block file")
     if attrs.get("block_format") != BLOCK_FORMAT:
-        raise file_error(path, f"is not a block file (no block_format={BLOCK_FORMAT!r})", hint=False)
+        raise file_error(path, f"is not a block file (no block_format={BLOCK_FORMAT!r})", hint=False, kind="block file")
     return attrs, batch
 
 
@@ -269,10 +269,10 @@ def read_block(path: str | os.PathLike, attrs: Mapping[str, Any] | None = None) 
     for key, value in (attrs or {}).items():
         if found.get(key) != value:
             raise file_error(path, f"is a block of other results ({key}: {found.get(key)!r}, expected {value!r})",
-                             hint=False)
+                             hint=False, kind="block file")
     expected = found.get("stop", 0) - found.get("start", 0)
     if len(batch.label) != expected:
-        raise file_error(path, f"holds {len(batch.label)} images, not {expected}", hint=False)
+        raise file_error(path, f"holds {len(batch.label)} images, not {expected}", hint=False, kind="block file")
     return batch
 
 
