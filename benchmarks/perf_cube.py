@@ -5,7 +5,10 @@ that the data set itself costs no memory per image:
 
 * does peak RSS grow with the number of images? ``compute`` for 100 and for 1,000 images (target ratio <= 1.2);
 * what does writing cost? ``compute`` vs the same attribution alone (model loading, image loading and
-  ``lrp_faces.attribute`` per batch, results discarded), runs interleaved, medians (target <= 10 %).
+  ``lrp_faces.attribute`` per batch, results discarded), runs interleaved, medians (target <= 10 %). ``compute``
+  writes each block of images to a small checksummed file as it finishes (for resuming), then the model's file;
+* what does checking a reused cube cost? ``cube.verify`` (every chunk's checksum) and a rerun that reuses every
+  file (verify, plus hashing each checkpoint), relative to computing the cube.
 
     python benchmarks/perf_cube.py                       # 2 width-1/8 VGG-16s, 64 px, 100 vs 1,000 images
     python benchmarks/perf_cube.py --models 1 --repeats 1 --large 500
@@ -116,8 +119,19 @@ def child(mode: str, images: int, folder: Path, batch_size: int, threads: int) -
                 batch = torch.stack([dataset.load_image(index) for index in range(start, stop)])
                 lrp_faces.attribute(model, batch, target=labels[start:stop], batch_size=batch_size)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    checks = {}
+    if mode == "compute":
+        peak = peak_rss_mb()
+        started = time.perf_counter()
+        cube.verify(folder / f"cube-{images}")
+        checks["verify_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        cube.compute(zoo, dataset, folder / f"cube-{images}", batch_size=batch_size, progress=False)
+        checks["rerun_seconds"] = time.perf_counter() - started
+    else:
+        peak = peak_rss_mb()
     print(json.dumps({"mode": mode, "images": images, "seconds": seconds, "cpu": cpu, "rss_before_mb": before,
-                      "peak_rss_mb": peak_rss_mb(), **spent}))
+                      "peak_rss_mb": peak, **spent, **checks}))
 
 
 def _timed(function, spent: dict, key: str):
@@ -161,6 +175,12 @@ def report(arguments, small: dict, large: dict) -> None:
               f"{computing:.1f} s, {100 * (computing / alone - 1):+.1f} % (runs: " + "; ".join(
                   f"{mode} " + " ".join(f"{result[clock]:.1f}" for result in results)
                   for mode, results in large.items()) + "; noisy on a shared machine)")
+    computing = statistics.median(result["seconds"] for result in large["compute"])
+    verify = statistics.median(result["verify_seconds"] for result in large["compute"])
+    rerun = statistics.median(result["rerun_seconds"] for result in large["compute"])
+    print(f"\nchecking a reused cube, {arguments.large} images x {arguments.models} model(s), medians: cube.verify "
+          f"{verify:.2f} s ({100 * verify / computing:.1f} % of computing it, {computing:.1f} s); a rerun that reuses "
+          f"every file {rerun:.2f} s ({100 * rerun / computing:.1f} %)")
 
 
 def main() -> None:

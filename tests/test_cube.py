@@ -1,16 +1,21 @@
 """Relevance cubes: compute, open, resume, integrity checks and the ``.lrp`` accessor, on tiny zoos in tmp_path."""
+import hashlib
 import json
 import os
 import shutil
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
+import zlib
 from importlib.metadata import version
 from pathlib import Path
 
 import dask.array
+import netCDF4
 import numpy as np
 import pytest
 import torch
@@ -18,9 +23,9 @@ import xarray as xr
 
 import lrp_faces
 from lrp_faces import cube, methods
-from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError
+from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError, blocks
 from lrp_faces.faces import synthetic_faces
-from lrp_faces.models import save_model
+from lrp_faces.models import save_model, weights_digest
 from lrp_faces.zoo import ModelSpec, Zoo, ZooEntry
 
 from conftest import trained_scale
@@ -45,6 +50,17 @@ def build_zoo(folder: Path, pretrainings=("faces",), tasks=("gender", "identity"
         trained_scale(model, torch.Generator().manual_seed(index))
         entries.append(ZooEntry(spec, save_model(model.eval(), folder / f"{spec.name}.pt", spec=spec)))
     return Zoo(entries, image_size=image_size)
+
+
+def retrained(zoo: Zoo, spec: ModelSpec) -> torch.nn.Module:
+    """Overwrite ``spec``'s checkpoint with other weights (as retraining would); returns the new model."""
+    model = zoo[spec]
+    generator = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1 + 0.2 * torch.rand(parameter.shape, generator=generator))
+    save_model(model, zoo.entries[spec].path, spec=spec)
+    return model
 
 
 class CountingZoo(Zoo):
@@ -192,50 +208,196 @@ def test_one_model_file_opens_with_plain_xarray_without_lrp_faces(computed, tmp_
 
 
 # -------------------------------------------------------------------------------------------------------- resume
+DEFAULT_METHOD = type(methods.get("epsilon_gamma_box"))
+
+
+class Interrupted(Exception):
+    """Raised by RecordingMethod to stop a compute in the middle of a model."""
+
+
+class RecordingMethod(DEFAULT_METHOD):
+    """The default method, recording (model, first image) of every batch it explains; raises at call ``stop_at``."""
+
+    def __init__(self, stop_at=None, **params):
+        super().__init__(**params)
+        self.calls, self.stop_at = [], stop_at
+
+    def explain(self, model, images, target, contrastive=True, first_index=0):
+        if len(self.calls) + 1 == self.stop_at:
+            raise Interrupted(f"stopped before call {self.stop_at}")
+        self.calls.append((ModelSpec.from_dict(model.spec).name, first_index))
+        return super().explain(model, images, target, contrastive, first_index)
+
+
+def block_files(directory: Path) -> dict:
+    """``{model name: [block file names]}`` under the cube's ``.blocks`` folder."""
+    folder = directory / ".blocks"
+    return {model.name: sorted(path.name for path in model.glob("*.nc"))
+            for model in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+# models in compute order; with block_size=BATCH each has three blocks of one batch: images 0-3, 4-7 and 8-11
+ORDER = ["faces-gender-seed0", "faces-gender-seed1", "faces-identity-seed0", "faces-identity-seed1"]
+STALLED_AT = 6  # the sixth batch: the third block of the second model
+
+
+def interrupted_cube(zoo, faces, directory: Path, stop_at: int = STALLED_AT, **arguments) -> Path:
+    """A cube whose compute stopped (with an exception) before batch ``stop_at``."""
+    with pytest.raises(Interrupted):
+        cube.compute(zoo, faces, directory, method=RecordingMethod(stop_at=stop_at, **arguments), batch_size=BATCH,
+                     block_size=BATCH, progress=False)
+    return directory
+
+
 KILLABLE = textwrap.dedent("""
-    import json, sys, time
+    import json, sys, threading
     import torch
-    from lrp_faces import cube
+    from lrp_faces import cube, methods
     from lrp_faces.faces import synthetic_faces
     from lrp_faces.zoo import ModelSpec, Zoo, ZooEntry
 
-    class SlowZoo(Zoo):  # every forward pass sleeps, so the run can be killed in the middle of a model
-        def __getitem__(self, spec):
-            model = super().__getitem__(spec)
-            model.register_forward_pre_hook(lambda module, inputs: time.sleep(0.25))
-            return model
+    class StallingMethod(type(methods.get("epsilon_gamma_box"))):
+        calls = 0
+
+        def explain(self, *args, **kwargs):
+            StallingMethod.calls += 1
+            if StallingMethod.calls == %d:  # say so, then wait to be killed
+                print("stalled", flush=True)
+                threading.Event().wait()
+            return super().explain(*args, **kwargs)
 
     torch.set_num_threads(1)
     entries, directory = json.loads(sys.argv[1]), sys.argv[2]
-    zoo = SlowZoo([ZooEntry(ModelSpec(**spec), path) for spec, path in entries], image_size=%d)
-    cube.compute(zoo, synthetic_faces(%d, 3, size=%d), directory, batch_size=%d, progress=False)
-    """ % (SIZE, IDENTITIES, SIZE, BATCH))
+    zoo = Zoo([ZooEntry(ModelSpec(**spec), path) for spec, path in entries], image_size=%d)
+    cube.compute(zoo, synthetic_faces(%d, 3, size=%d), directory, method=StallingMethod(), batch_size=%d,
+                 block_size=%d, progress=False)
+    """ % (STALLED_AT, SIZE, IDENTITIES, SIZE, BATCH, BATCH))
 
 
-def test_compute_killed_mid_run_resumes_to_the_uninterrupted_cube(zoo, faces, computed, tmp_path):
+@pytest.mark.slow
+def test_compute_killed_mid_model_resumes_from_its_finished_blocks(zoo, faces, computed, tmp_path):
     directory = tmp_path / "cube"
     entries = json.dumps([(spec.to_dict(), str(entry.path)) for spec, entry in zoo.entries.items()])
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, entries, str(directory)], stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 90
-    while not (list(directory.glob(".*.nc.tmp")) and list(directory.glob("*.nc"))):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the run ended before it could be killed mid-model: {process.stderr.read().decode()}")
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert list(directory.glob(".*.nc.tmp")), "the killed run should leave its temporary file behind"
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, entries, str(directory)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 300)  # the child says when it stalls mid-model
+        line = process.stdout.readline() if ready else b""
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert line.strip() == b"stalled", f"the run did not stall mid-model: {process.stderr.read().decode()}"
+    assert sorted(path.name for path in directory.glob("*.nc")) == [f"{ORDER[0]}.nc"]
+    assert block_files(directory) == {ORDER[1]: ["0-4.nc", "4-8.nc"]}
     before = mtimes(directory)
-    assert 1 <= len(before) < len(zoo)
 
-    counting = CountingZoo(zoo)
-    resumed = cube.compute(counting, faces, directory, batch_size=BATCH, progress=False)
-    assert sorted(counting.loaded) == sorted(spec for spec in zoo if cube.file_name(spec) not in before)
-    assert sorted(path.name for path in directory.iterdir() if not path.name.startswith(".lrp_faces")) == \
-        sorted(cube.file_name(spec) for spec in zoo)  # every model exactly once, no temporary left
-    assert {name: mtimes(directory)[name] for name in before} == before
+    recording = RecordingMethod()
+    resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
+                           progress=False)
+    assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
+    assert mtimes(directory)[f"{ORDER[0]}.nc"] == before[f"{ORDER[0]}.nc"]
+    assert not (directory / ".blocks").exists() and not list(directory.glob(".*.tmp"))
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_an_interrupted_compute_keeps_finished_blocks_and_resumes_from_them(zoo, faces, computed, tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube")
+    assert sorted(path.name for path in directory.glob("*.nc")) == [f"{ORDER[0]}.nc"]
+    assert block_files(directory) == {ORDER[1]: ["0-4.nc", "4-8.nc"]}
+    assert not list(directory.glob(".*.tmp")), "the interrupted model file is removed"
+    recording = RecordingMethod()
+    resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
+                           progress=False)
+    assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
+    assert block_files(directory) == {} and not (directory / ".blocks").exists()
+    xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_a_block_file_holds_its_images_results_with_checksums_and_the_request_digest(zoo, faces, computed,
+                                                                                      tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube")
+    path = directory / ".blocks" / ORDER[1] / "4-8.nc"
+    block = xr.open_dataset(path, engine="netcdf4").load()
+    spec = ModelSpec.parse(ORDER[1])
+    expected = computed[1].sel(selection(spec)).isel(image=slice(4, 8))
+    np.testing.assert_array_equal(block.relevance.values, expected.relevance.values)
+    for name in ("output", "prediction", "label"):
+        np.testing.assert_array_equal(block[name].values, expected[name].values)
+    assert (block.attrs["model"], block.attrs["start"], block.attrs["stop"]) == (ORDER[1], 4, 8)
+    assert len(block.attrs["request_sha256"]) == 64 and len(block.attrs["lrp_faces_sha256"]) == 64
+    assert all(block[name].encoding["fletcher32"] for name in ("relevance", "output", "prediction", "label"))
+
+
+def test_blocks_computed_with_other_settings_are_recomputed(zoo, faces, tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube", stop_at=3)  # two blocks of the first model
+    assert block_files(directory) == {ORDER[0]: ["0-4.nc", "4-8.nc"]}
+    single = Zoo([zoo.entries[ModelSpec.parse(ORDER[0])]], image_size=SIZE)
+    recording = RecordingMethod(gamma=0.5)
+    rerun = cube.compute(single, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
+                         progress=False)
+    assert recording.calls == [(ORDER[0], 0), (ORDER[0], 4), (ORDER[0], 8)]
+    expected = lrp_faces.attribute(zoo[ModelSpec.parse(ORDER[0])], faces.images, target=torch.as_tensor(faces.gender),
+                                   batch_size=BATCH, gamma=0.5)
+    np.testing.assert_array_equal(rerun.relevance.values[0, 0, 0], expected.numpy())
+
+
+def test_blocks_computed_with_other_weights_are_recomputed(faces, tmp_path):
+    zoo = build_zoo(tmp_path / "zoo", tasks=("gender",), seeds=(0,))
+    spec = ModelSpec("faces", "gender", 0)
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube", stop_at=3)
+    changed = retrained(zoo, spec)
+    recording = RecordingMethod()
+    rerun = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH, progress=False)
+    assert recording.calls == [(spec.name, 0), (spec.name, 4), (spec.name, 8)]
+    expected = lrp_faces.attribute(changed, faces.images, target=torch.as_tensor(faces.gender), batch_size=BATCH)
+    np.testing.assert_array_equal(rerun.relevance.values[0, 0, 0], expected.numpy())
+
+
+def test_a_damaged_block_is_recomputed_with_a_warning_naming_it(zoo, faces, computed, tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube")
+    block = directory / ".blocks" / ORDER[1] / "0-4.nc"
+    maps = xr.open_dataset(block, engine="netcdf4").relevance.values
+    content = bytearray(block.read_bytes())
+    where = content.find(maps.astype("<f4").tobytes())
+    assert where > 0, "a block's relevance is stored uncompressed"
+    content[where + 100] ^= 0xFF
+    block.write_bytes(bytes(content))
+    recording = RecordingMethod()
+    with pytest.warns(cube.CubeWarning, match=r"0-4\.nc.*recomputing it"):
+        resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
+                               progress=False)
+    assert recording.calls[:2] == [(ORDER[1], 0), (ORDER[1], 8)]
+    xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_a_rerun_with_another_block_size_keeps_the_finished_blocks(zoo, faces, computed, tmp_path):
+    directory = interrupted_cube(zoo, faces, tmp_path / "cube")  # blocks 0-4 and 4-8 of the second model
+    recording = RecordingMethod()
+    resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=3 * BATCH,
+                           progress=False)
+    assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
+    xr.testing.assert_equal(resumed.compute(), computed[1].compute())
+
+
+def test_plan_blocks_fills_the_gaps_between_finished_blocks_on_the_block_grid(tmp_path):
+    spec = ModelSpec("faces", "gender", 0)
+    finished = {(8, 12): tmp_path / "a.nc", (20, 24): tmp_path / "b.nc", (30, 99): tmp_path / "beyond.nc"}
+    planned = blocks.plan_blocks(tmp_path, spec, 30, 16, finished)
+    assert [(block.start, block.stop, block.finished) for block in planned] == [
+        (0, 8, False), (8, 12, True), (12, 16, False), (16, 20, False), (20, 24, True), (24, 30, False)]
+    assert planned[0].path == tmp_path / ".blocks" / spec.name / "0-8.nc" and planned[1].path == tmp_path / "a.nc"
+
+
+@pytest.mark.parametrize("block_size", [BATCH, 2 * BATCH, 3 * BATCH])
+def test_the_cube_does_not_depend_on_the_block_size(zoo, faces, computed, tmp_path, block_size):
+    split = cube.compute(zoo, faces, tmp_path / "cube", batch_size=BATCH, block_size=block_size, progress=False)
+    xr.testing.assert_equal(split.compute(), computed[1].compute())
+
+
+@pytest.mark.parametrize("block_size", [0, 6, 2.0, True])
+def test_a_block_size_that_is_not_a_multiple_of_the_batch_size_is_refused(zoo, faces, tmp_path, block_size):
+    with pytest.raises(CubeInputError, match="multiple of batch_size=4"):
+        cube.compute(zoo, faces, tmp_path / "cube", batch_size=BATCH, block_size=block_size, progress=False)
 
 
 def test_rerun_computes_only_the_missing_models(cube_copy, zoo, faces, computed):
@@ -301,17 +463,199 @@ def test_overwrite_recomputes_every_model_with_the_new_arguments(cube_copy, zoo,
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garble"])
-def test_a_damaged_file_is_named_with_how_to_recompute_it(cube_copy, zoo, faces, computed, damage):
+def test_a_damaged_file_is_named_with_how_to_recompute_it(cube_copy, damage):
     file = cube_copy / "faces-identity-seed1.nc"
     content = file.read_bytes()
     file.write_bytes(content[:len(content) // 2] if damage == "truncate" else b"\0" * 4096 + content[4096:])
-    for action in (lambda: cube.open(cube_copy),
-                   lambda: cube.compute(zoo, faces, cube_copy, batch_size=BATCH, progress=False)):
-        with pytest.raises(CubeFileError, match="faces-identity-seed1.nc") as raised:
-            action()
-        assert "compute(" in str(raised.value) and "overwrite=True" in str(raised.value)
-    cube.compute(zoo, faces, cube_copy, batch_size=BATCH, progress=False, overwrite=True)
-    xr.testing.assert_equal(cube.open(cube_copy).compute(), computed[1].compute())
+    with pytest.raises(CubeFileError, match="faces-identity-seed1.nc") as raised:
+        cube.open(cube_copy)
+    assert "compute(" in str(raised.value) and "overwrite=True" in str(raised.value)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_compute_recomputes_a_damaged_file_with_a_warning_naming_it(cube_copy, zoo, faces, computed, damage):
+    file = cube_copy / "faces-identity-seed1.nc"
+    content = file.read_bytes()
+    file.write_bytes(content[:len(content) // 2] if damage == "truncate" else b"\0" * 4096 + content[4096:])
+    counting = CountingZoo(zoo)
+    with pytest.warns(cube.CubeWarning, match=r"faces-identity-seed1\.nc.*recomputing model faces-identity-seed1"):
+        recomputed = cube.compute(counting, faces, cube_copy, batch_size=BATCH, progress=False)
+    assert counting.loaded == [ModelSpec("faces", "identity", 1)]
+    xr.testing.assert_equal(recomputed.compute(), computed[1].compute())
+
+
+def test_a_damaged_file_of_a_model_outside_the_zoo_is_an_error_naming_it(cube_copy, zoo, faces):
+    file = cube_copy / "faces-identity-seed1.nc"
+    file.write_bytes(file.read_bytes()[:1000])
+    others = Zoo([entry for spec, entry in zoo.entries.items() if spec.task == "gender"], image_size=SIZE)
+    with pytest.raises(CubeFileError, match="faces-identity-seed1.nc"):
+        cube.compute(others, faces, cube_copy, batch_size=BATCH, progress=False)
+
+
+# --------------------------------------------------------------------------------------------- damaged bytes
+def flip(path: Path, position: int) -> None:
+    content = bytearray(path.read_bytes())
+    content[position] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def compressed_chunk(content: bytes, maps: np.ndarray) -> tuple[int, int]:
+    """Where a file stores ``maps`` as one HDF5 chunk: found by inflating each zlib stream in the file (level 1
+    starts with 0x78 0x01) and undoing the shuffle filter (byte planes of 4-byte elements; netCDF4 appends the
+    Fletcher-32 checksum to the data before shuffling)."""
+    raw = maps.astype("<f4").tobytes()
+    start = content.find(b"\x78\x01")
+    while start >= 0:
+        stream = zlib.decompressobj()
+        try:
+            inflated = stream.decompress(content[start:])
+        except zlib.error:
+            inflated = b""
+        if len(inflated) % 4 == 0 and np.frombuffer(inflated, np.uint8).reshape(4, -1).T.tobytes().startswith(raw):
+            return start, len(content) - len(stream.unused_data)
+        start = content.find(b"\x78\x01", start + 1)
+    raise LookupError("the chunk is not in the file")
+
+
+DAMAGED = "faces-identity-seed1.nc"
+
+
+def damage_relevance_chunk(directory: Path, computed_cube: xr.Dataset) -> None:
+    """Flip one byte in the middle of the stored chunk of images 4-7 of one model."""
+    maps = computed_cube.relevance.sel(selection(ModelSpec.parse(DAMAGED[:-3]))).values[4:8]
+    start, stop = compressed_chunk((directory / DAMAGED).read_bytes(), maps)
+    flip(directory / DAMAGED, (start + stop) // 2)
+
+
+def damage_output(directory: Path, computed_cube: xr.Dataset) -> None:
+    """Flip one byte of the stored explained outputs of one model (a per-image variable)."""
+    outputs = computed_cube.output.sel(selection(ModelSpec.parse(DAMAGED[:-3]))).values
+    where = (directory / DAMAGED).read_bytes().find(outputs.astype("<f4").tobytes())
+    assert where > 0
+    flip(directory / DAMAGED, where + 5)
+
+
+def damage_attribute(directory: Path, computed_cube: xr.Dataset) -> None:
+    """Flip one byte of the method name stored in the file's attributes."""
+    where = (directory / DAMAGED).read_bytes().find(b"epsilon_gamma_box")
+    assert where > 0
+    flip(directory / DAMAGED, where + 3)
+
+
+@pytest.mark.parametrize("damage", [damage_relevance_chunk, damage_output])
+def test_reading_a_damaged_chunk_raises_an_error_naming_the_file(cube_copy, computed, damage):
+    damage(cube_copy, computed[1])
+    opened = cube.open(cube_copy)  # lazily: the header is intact
+    name = "relevance" if damage is damage_relevance_chunk else "output"
+    with pytest.raises(CubeFileError, match=DAMAGED):
+        opened[name].values
+    opened.sel(task="gender")[name].values  # the other files read as before
+
+
+def test_the_accessor_on_a_damaged_chunk_raises_an_error_naming_the_file(cube_copy, computed):
+    damage_relevance_chunk(cube_copy, computed[1])
+    with pytest.raises(CubeFileError, match=DAMAGED):
+        cube.open(cube_copy).lrp.normalize().values
+
+
+def test_flipped_attribute_bytes_are_an_error_naming_the_file(cube_copy, computed):
+    damage_attribute(cube_copy, computed[1])
+    with pytest.raises(CubeFileError, match=f"{DAMAGED}.*damaged"):
+        cube.open(cube_copy)
+
+
+@pytest.mark.parametrize("damage", [damage_relevance_chunk, damage_output, damage_attribute])
+def test_verify_finds_a_damaged_chunk_or_header_and_names_the_file(cube_copy, computed, damage):
+    assert [path.name for path in cube.verify(cube_copy)] == [cube.file_name(spec) for spec in sorted(
+        computed[1].lrp.models())]
+    damage(cube_copy, computed[1])
+    with pytest.raises(CubeFileError, match=DAMAGED):
+        cube.verify(cube_copy)
+
+
+def test_verify_names_every_damaged_file(cube_copy):
+    for name in ("faces-gender-seed0.nc", DAMAGED):
+        (cube_copy / name).write_bytes((cube_copy / name).read_bytes()[:2000])
+    with pytest.raises(CubeFileError, match=f"2 cube files.*faces-gender-seed0.nc.*{DAMAGED}"):
+        cube.verify(cube_copy)
+
+
+@pytest.mark.parametrize("damage", [damage_relevance_chunk, damage_output, damage_attribute])
+def test_compute_recomputes_a_file_with_damaged_bytes(cube_copy, zoo, faces, computed, damage):
+    damage(cube_copy, computed[1])
+    counting = CountingZoo(zoo)
+    with pytest.warns(cube.CubeWarning, match=f"{DAMAGED}.*recomputing model"):
+        recomputed = cube.compute(counting, faces, cube_copy, batch_size=BATCH, progress=False)
+    assert counting.loaded == [ModelSpec.parse(DAMAGED[:-3])]
+    xr.testing.assert_equal(recomputed.compute(), computed[1].compute())
+
+
+def test_every_variable_of_a_cube_file_is_checksummed(computed):
+    with netCDF4.Dataset(computed[0] / DAMAGED) as nc:
+        unchecked = [name for name, variable in nc.variables.items() if not variable.filters()["fletcher32"]]
+        assert not unchecked and len(nc.getncattr("lrp_faces_sha256")) == 64
+
+
+def test_a_file_of_an_older_format_is_recomputed_with_a_warning(cube_copy, zoo, faces, computed):
+    with netCDF4.Dataset(cube_copy / DAMAGED, "a") as nc:
+        nc.setncattr("cube_format_version", 1)
+    with pytest.raises(CubeFileError, match=f"{DAMAGED}.*format version 1"):
+        cube.open(cube_copy)
+    with pytest.warns(cube.CubeWarning, match=f"{DAMAGED}.*format version 1.*recomputing"):
+        recomputed = cube.compute(zoo, faces, cube_copy, batch_size=BATCH, progress=False)
+    xr.testing.assert_equal(recomputed.compute(), computed[1].compute())
+
+
+# -------------------------------------------------------------------------------------------------- stale maps
+def test_each_file_records_the_models_weights_digest_and_checkpoint(computed, zoo):
+    models = json.loads(computed[1].attrs["models"])
+    for spec, entry in zoo.entries.items():
+        assert models[spec.name]["weights_sha256"] == weights_digest(zoo[spec])
+        assert models[spec.name]["model_file"] == str(entry.path)
+        assert models[spec.name]["model_file_sha256"] == hashlib.sha256(entry.path.read_bytes()).hexdigest()
+
+
+def test_a_changed_checkpoint_makes_its_maps_stale_and_they_are_recomputed(faces, tmp_path):
+    zoo = build_zoo(tmp_path / "zoo", tasks=("gender",), seeds=(0, 1))
+    directory = tmp_path / "cube"
+    cube.compute(zoo, faces, directory, batch_size=BATCH, progress=False)
+    spec, kept = ModelSpec("faces", "gender", 1), cube.file_name(ModelSpec("faces", "gender", 0))
+    before = mtimes(directory)
+    changed = retrained(zoo, spec)
+    counting = CountingZoo(zoo)
+    with pytest.warns(cube.CubeWarning, match="model faces-gender-seed1: weights changed"):
+        rerun = cube.compute(counting, faces, directory, batch_size=BATCH, progress=False)
+    assert counting.loaded == [spec], "the unchanged checkpoint is hashed, not loaded; the changed one loaded once"
+    assert mtimes(directory)[kept] == before[kept]
+    expected = lrp_faces.attribute(changed, faces.images, target=torch.as_tensor(faces.gender), batch_size=BATCH)
+    np.testing.assert_array_equal(rerun.relevance.sel(selection(spec)).values, expected.numpy())
+    assert json.loads(rerun.attrs["models"])[spec.name]["weights_sha256"] == weights_digest(changed)
+
+
+def test_a_resaved_checkpoint_with_the_same_weights_keeps_its_maps(faces, tmp_path):
+    zoo = build_zoo(tmp_path / "zoo", tasks=("gender",), seeds=(0,))
+    directory = tmp_path / "cube"
+    cube.compute(zoo, faces, directory, batch_size=BATCH, progress=False)
+    spec = ModelSpec("faces", "gender", 0)
+    save_model(zoo[spec], zoo.entries[spec].path, spec=spec, metadata={"note": "saved again"})
+    before = mtimes(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cube.CubeWarning)
+        cube.compute(zoo, faces, directory, batch_size=BATCH, progress=False)
+    assert mtimes(directory) == before
+
+
+def test_changed_weights_of_an_in_memory_model_make_its_maps_stale(faces, zoo, tmp_path):
+    spec = ModelSpec("faces", "gender", 0)
+    models = {spec: zoo[spec]}
+    directory = tmp_path / "cube"
+    cube.compute(models, faces, directory, batch_size=BATCH, progress=False)
+    with torch.no_grad():
+        next(models[spec].parameters()).mul_(1.5)
+    with pytest.warns(cube.CubeWarning, match="faces-gender-seed0: weights changed"):
+        rerun = cube.compute(models, faces, directory, batch_size=BATCH, progress=False)
+    expected = lrp_faces.attribute(models[spec], faces.images, target=torch.as_tensor(faces.gender), batch_size=BATCH)
+    np.testing.assert_array_equal(rerun.relevance.values[0, 0, 0], expected.numpy())
 
 
 @pytest.mark.parametrize("odd, message", [({"gamma": 0.5}, "method_params"), ({"images": 8}, "n_images"),
@@ -331,6 +675,100 @@ def test_open_names_the_file_that_disagrees_with_the_others(cube_copy, zoo, face
 def test_open_of_a_directory_without_cube_files_says_so(tmp_path):
     with pytest.raises(CubeFileError, match="no cube files"):
         cube.open(tmp_path)
+
+
+def test_the_module_example_runs():
+    import doctest
+    results = doctest.testmod(cube, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 10 and results.failed == 0
+
+
+# ----------------------------------------------------------------------------------------------- the unit of work
+def test_explain_block_gives_what_attribute_gives_for_the_same_images(zoo, faces):
+    spec = ModelSpec("faces", "identity", 1)
+    model, method = zoo[spec], methods.get("epsilon_gamma_box")
+    block = cube.explain_block(model, method, faces.images[4:12], faces.identity[4:12], first_index=4,
+                               batch_size=BATCH)
+    expected = lrp_faces.attribute(model, faces.images[4:12], target=torch.as_tensor(faces.identity[4:12]),
+                                   batch_size=BATCH, return_output=True)
+    assert block.relevance.dtype == np.float32 and block.relevance.shape == (8, SIZE, SIZE)
+    np.testing.assert_array_equal(block.relevance, expected.relevance.numpy())
+    np.testing.assert_array_equal(block.output, expected.output.numpy())
+    np.testing.assert_array_equal(block.prediction, expected.prediction.numpy())
+    np.testing.assert_array_equal(block.label, faces.identity[4:12])
+
+
+def test_explain_block_seeds_each_image_by_its_index_in_the_data_set(zoo, faces):
+    model = zoo[ModelSpec("faces", "gender", 0)]
+    whole = lrp_faces.attribute(model, faces.images, target=torch.as_tensor(faces.gender), method="random", seed=3,
+                                batch_size=len(faces))
+    block = cube.explain_block(model, methods.get("random", seed=3), faces.images[8:], faces.gender[8:],
+                               first_index=8, batch_size=2)
+    np.testing.assert_array_equal(block.relevance, whole.numpy()[8:])
+
+
+def test_compute_on_the_cpu_device_gives_the_same_cube(zoo, faces, computed, tmp_path):
+    on_cpu = cube.compute(zoo, faces, tmp_path / "cube", batch_size=BATCH, device="cpu", progress=False)
+    xr.testing.assert_equal(on_cpu.compute(), computed[1].compute())
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "not a torch device"), ("cuda:99", "CUDA|CUDA device")])
+def test_an_unusable_device_is_refused_before_computing(zoo, faces, tmp_path, device, message):
+    with pytest.raises(CubeInputError, match=message):
+        cube.compute(zoo, faces, tmp_path / "cube", batch_size=BATCH, device=device, progress=False)
+    assert not (tmp_path / "cube").exists()
+
+
+# ------------------------------------------------------------------------------------------------- non-finite maps
+class PoisonGradient(torch.autograd.Function):
+    """Identity forward; NaN gradient for the rows in ``marked``: finite outputs, NaN maps for those images."""
+
+    @staticmethod
+    def forward(ctx, output, marked):
+        ctx.save_for_backward(marked)
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx, gradient):
+        (marked,) = ctx.saved_tensors
+        return gradient.masked_fill(marked[:, None], float("nan")), None
+
+
+MARKED = [5, 10]  # in the second and third batch: their positions within the batch are 1 and 2
+
+
+def marked_faces(faces):
+    """The faces, with images MARKED given a black top-left pixel, which the poisoned models look for."""
+    data = faces.subset(np.arange(len(faces)))
+    data.images[MARKED, :, 0, 0] = 0.0
+    return data
+
+
+def test_nan_maps_are_an_error_naming_the_model_the_images_and_the_method(zoo, faces, tmp_path):
+    spec = ModelSpec("faces", "gender", 1)
+    model = zoo[spec]
+    model.register_forward_hook(lambda module, inputs, output: PoisonGradient.apply(
+        output, (inputs[0][:, :, 0, 0] == 0).all(1)))
+    data = marked_faces(faces)
+    with pytest.raises(cube.CubeNonFiniteError) as raised:
+        cube.compute({spec: model}, data, tmp_path / "cube", batch_size=BATCH, progress=False)
+    message = str(raised.value)
+    assert "model faces-gender-seed1" in message and "2 of the images 0 to 11" in message
+    for index in MARKED:
+        assert f"{index} ({data.image_ids[index]!r})" in message
+    assert "method is the likely cause" in message
+    assert not list((tmp_path / "cube").rglob("*.nc")), "nothing of the model is stored"
+
+
+def test_overflowing_outputs_are_an_error_blaming_the_weights(zoo, faces, tmp_path):
+    specs = [ModelSpec("faces", "gender", 0), ModelSpec("faces", "gender", 1)]
+    models = {spec: zoo[spec] for spec in specs}
+    with torch.no_grad():
+        for parameter in models[specs[1]].parameters():
+            parameter.mul_(1e12)
+    with pytest.raises(cube.CubeNonFiniteError, match=r"faces-gender-seed1.*4 of the images 0 to 3.*outputs are NaN"):
+        cube.compute(models, faces, tmp_path / "cube", batch_size=BATCH, block_size=BATCH, progress=False)
+    assert [path.name for path in (tmp_path / "cube").rglob("*.nc")] == [cube.file_name(specs[0])]
 
 
 # --------------------------------------------------------------------------------- the zoo and the dataset fit

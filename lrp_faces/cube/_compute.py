@@ -1,4 +1,4 @@
-"""``compute``: every model's relevance maps for a data set, streamed to one NetCDF4 file per model, resumable."""
+"""``compute``: every model's relevance maps for a data set, one NetCDF4 file per model, resumable block by block."""
 from __future__ import annotations
 
 import builtins
@@ -7,36 +7,66 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
+import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import methods as method_registry
-from ..attribution import attribution_mode, check_images
-from ..methods import Explanation, Method
+from ..attribution import check_images
+from ..files import canonical_json, sha256_of_file, temporary_files
+from ..methods import Method
+from ..models import read_checkpoint_info, weights_digest
+from ..module_state import evaluation_mode
 from ..zoo import ModelSpec
 from ._open import open_cube
-from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, Batch, CubeFileError, CubeInputError,
-                     CubeMismatchError, ImageTable, cube_files, file_name, read_header, temporary_files, to_json,
-                     versions, write_model_file)
+from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
+                     CubeWarning, Header, ImageTable, cube_files, file_name, read_header, verify_file,
+                     version_attributes)
+from .blocks import (assemble_model_file, block_size_for, compute_block, finished_blocks, log, model_device,
+                     plan_blocks, remove_block_temporaries, remove_blocks, request_digest, resolve_device)
 
 LOCK_NAME = ".lrp_faces_cube.lock"
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one ``compute`` call explains, and how: shared by every model."""
+
+    dataset: object
+    images: ImageTable
+    labels: dict
+    label_digests: dict
+    request: dict
+    method: Method
+    contrastive: bool
+    batch_size: int
+    block_size: int
+    device: torch.device | None
+    progress: bool
+
+
 def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method = "epsilon_gamma_box",
             batch_size: int = 16, progress: bool = True, overwrite: bool = False, contrastive: bool = True,
-            **method_params):
+            block_size: int | None = None, device: str | torch.device | None = None, **method_params) -> xr.Dataset:
     """Compute the relevance maps of every model of ``zoo`` for every image of ``dataset`` into a cube directory.
 
     Each map explains the model's true class, i.e. the dataset's label for the model's task
-    (``dataset.labels(spec.task)``). One NetCDF4 file per model is written into ``path``, batch by batch, under a
-    temporary name that is renamed into place only when the file is complete; the cube is never held in memory.
-    Rerunning with the same arguments computes only the models whose files are missing.
+    (``dataset.labels(spec.task)``). The work is split into units of one model and one block of images
+    (:func:`lrp_faces.cube.blocks.explain_block`); each finished block is saved under ``path/.blocks``, and each
+    model's NetCDF4 file is assembled from its blocks and renamed into place when complete. The cube is never held
+    in memory. A rerun reuses complete files and finished blocks computed with the same arguments and weights, and
+    computes the rest; the result does not depend on where a run was interrupted or on ``block_size``.
+
+    A reused file is first checked: every chunk against its checksum (a fraction of a percent of the time it took
+    to compute), and the model's weights against the digest recorded in it (by hashing the model's checkpoint file,
+    or by loading the model when it has no file or the file changed). Files of damaged or changed models are
+    recomputed, with a :class:`CubeWarning` that names them.
 
     Parameters
     ----------
@@ -51,13 +81,19 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     batch_size : int
         Images per forward/backward pass, and per chunk on disk.
     progress : bool
-        Show progress bars over models and batches.
+        Show progress bars over models and blocks.
     overwrite : bool
-        Recompute every model of the zoo even if its file exists, and delete files of other models that were
-        computed with other arguments. Without it, files computed with other arguments (method, parameters,
+        Recompute every model of the zoo even if its file or blocks exist, and delete files of other models that
+        were computed with other arguments. Without it, files computed with other arguments (method, parameters,
         contrastive, images, labels, image size) are an error.
     contrastive : bool
         Explain ``z_c - mean_{j != c} z_j`` (the default) instead of the logit ``z_c``.
+    block_size : int, optional
+        Images per unit of work, a multiple of ``batch_size``; by default the smallest multiple of at least 64. A
+        killed run loses at most one block per model; the maps do not depend on it.
+    device : str or torch.device, optional
+        Where to compute: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; by default where each model is. Each
+        model moves there once (and back afterwards); batches move from pinned memory.
     **method_params
         Parameters of the method, e.g. ``gamma=0.5``.
 
@@ -72,12 +108,17 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
         The zoo and the dataset do not fit (image size, label range, empty data set, a path that is a file, ...).
     CubeMismatchError
         ``path`` holds files computed with other arguments (and ``overwrite`` is False).
+    CubeNonFiniteError
+        A model's maps or outputs came out NaN or Inf (the images and the likely cause are named); nothing of that
+        model is stored.
     CubeFileError
-        ``path`` holds a truncated or damaged file (and ``overwrite`` is False).
+        ``path`` holds a damaged file of a model outside the zoo (and ``overwrite`` is False).
     """
     method = _resolve_method(method, method_params)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CubeInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    block_size = block_size_for(batch_size, block_size)
+    device = resolve_device(device)
     directory = _check_directory(path)
     specs = _check_zoo(zoo)
     images = describe_images(dataset)
@@ -89,39 +130,31 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     label_digests = {task: hashlib.sha256(values.astype("<i8").tobytes()).hexdigest()
                      for task, values in labels.items()}
     request = {"Conventions": "CF-1.8", "title": "lrp_faces relevance cube, one model", "cube_format": FORMAT,
-               "cube_format_version": FORMAT_VERSION, "method": method.name, "method_params": to_json(method.params),
-               "canonizers": to_json(list(method.canonizers)), "contrastive": int(bool(contrastive)),
-               "target": "label", "explained_output": ("z_c - mean_{j != c} z_j for the label's class c" if contrastive
-                                                       else "logit z_c of the label's class c"),
+               "cube_format_version": FORMAT_VERSION, "method": method.name,
+               "method_params": canonical_json(method.params), "canonizers": canonical_json(list(method.canonizers)),
+               "contrastive": int(bool(contrastive)), "target": "label",
+               "explained_output": ("z_c - mean_{j != c} z_j for the label's class c" if contrastive
+                                    else "logit z_c of the label's class c"),
                "input_height": images.height, "input_width": images.width, "n_images": len(images.ids),
-               "images_sha256": images.digest, "batch_size": batch_size, **versions()}
+               "images_sha256": images.digest, "batch_size": batch_size, **version_attributes()}
+    run = _Run(dataset, images, labels, label_digests, request, method, bool(contrastive), batch_size, block_size,
+               device, progress)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
         for leftover in temporary_files(directory):  # from a killed run; we hold the lock, so nobody writes them
             leftover.unlink()
-        todo = _plan(directory, specs, request, label_digests, overwrite)
-        for spec in todo:
-            _check_label_range(spec, labels[spec.task], _declared_classes(zoo, spec))
-        first_image = load_images(dataset, 0, 1)
-        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="cube", unit="model", disable=not progress)
-        for spec in todo:
+        remove_block_temporaries(directory)
+        if overwrite:
+            for spec in specs:
+                remove_blocks(directory, spec)
+        reusable = _reusable_files(directory, specs, request, label_digests, overwrite)
+        for spec in specs:
+            if spec not in reusable:
+                _check_label_range(spec, labels[spec.task], _declared_classes(zoo, spec))
+        bar = tqdm(total=len(specs), desc="cube", unit="model", disable=not progress)
+        for spec in specs:
             bar.set_postfix_str(spec.name)
-            model = zoo[spec]
-            classes = _dry_run(model, spec, first_image, labels[spec.task], contrastive)
-            entry = getattr(zoo, "entries", {}).get(spec)
-            preprocessing = getattr(model, "preprocessing", None)
-            attrs = {**request, "pretraining": spec.pretraining, "task": spec.task, "seed": spec.seed,
-                     "model": spec.name, "model_file": str(getattr(entry, "path", "")), "model_num_classes": classes,
-                     "class_names": to_json(getattr(model, "class_names", None)),
-                     "preprocessing": to_json(preprocessing.to_dict() if preprocessing is not None else None),
-                     "architecture": to_json(getattr(model, "architecture", None)),
-                     "labels_sha256": label_digests[spec.task]}
-            started = time.perf_counter()
-            batches = _explained_batches(model, method, dataset, labels[spec.task], contrastive, batch_size,
-                                         progress, spec.name)
-            write_model_file(directory, spec, attrs, images, min(batch_size, len(images.ids)), batches,
-                             finish=lambda: _finish(started))
-            del model, batches
+            _update_model(directory, zoo, spec, reusable.get(spec), run)
             bar.update()
         bar.close()
     return open_cube(directory)
@@ -165,6 +198,7 @@ def _check_zoo(zoo) -> list[ModelSpec]:
 
 
 # ------------------------------------------------------------------------------------------------------ the dataset
+# Dataset helpers: load_images, describe_images and task_labels read any data set; they move to lrp_faces.faces.
 def load_images(dataset, start: int, stop: int) -> torch.Tensor:
     """Images ``start:stop`` of ``dataset`` (n, 3, H, W): from ``.images``, ``.load_image(i)`` or ``dataset[i][0]``."""
     held = getattr(dataset, "images", None)
@@ -205,7 +239,7 @@ def describe_images(dataset) -> ImageTable:
     declared = getattr(dataset, "image_size", None)
     if declared is not None and (height, width) != (declared, declared):
         raise CubeInputError(f"the dataset says image_size={declared} but its first image is {height}x{width} pixels")
-    digest = hashlib.sha256(to_json({"ids": ids, "size": [height, width]}).encode())
+    digest = hashlib.sha256(canonical_json({"ids": ids, "size": [height, width]}).encode())
     digest.update(identity.astype("<i8").tobytes())
     digest.update(gender.astype("<i8").tobytes())
     held = getattr(dataset, "images", None)
@@ -243,7 +277,6 @@ def _declared_classes(zoo, spec: ModelSpec) -> int | None:
     if entry is None:
         return None
     if getattr(entry, "format", None) == "lrp_faces":
-        from ..models import read_checkpoint_info
         try:
             return int(read_checkpoint_info(entry.path)["architecture"]["num_classes"])
         except (ValueError, OSError, KeyError, TypeError):  # loading the model will report what is wrong
@@ -257,18 +290,21 @@ def _check_label_range(spec: ModelSpec, labels: np.ndarray, classes: int | None)
                              f"model has {classes} classes (0 to {classes - 1}); the model and the dataset do not fit")
 
 
-def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
-    reference = next(model.parameters(), None)
-    if reference is None:
-        return torch.device("cpu"), torch.float32
-    return reference.device, reference.dtype
+def _model_file(zoo, spec: ModelSpec) -> dict:
+    """The zoo entry's checkpoint file, its format and its SHA-256 (hashed here, once per compute call)."""
+    entry = getattr(zoo, "entries", {}).get(spec)
+    path = getattr(entry, "path", None)
+    if path is None or not Path(path).is_file():
+        return {"model_file": "", "model_file_format": "", "model_file_sha256": ""}
+    return {"model_file": str(path), "model_file_format": str(getattr(entry, "format", "")),
+            "model_file_sha256": sha256_of_file(path)}
 
 
 def _dry_run(model, spec: ModelSpec, image: torch.Tensor, labels: np.ndarray, contrastive: bool) -> int:
     """Run the model on one image: check it takes the dataset's images and has enough classes for the labels."""
-    device, dtype = _device_dtype(model)
+    device, dtype = model_device(model)
     try:
-        with attribution_mode(model), torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             logits = model(image.to(device=device, dtype=dtype))
     except RuntimeError as error:
         raise CubeInputError(f"model {spec} cannot take the dataset's {image.shape[2]}x{image.shape[3]}-pixel images "
@@ -283,26 +319,67 @@ def _dry_run(model, spec: ModelSpec, image: torch.Tensor, labels: np.ndarray, co
     return classes
 
 
-def _explain(method: Method, model, images, target, contrastive, first_index) -> Explanation:
-    return method.explain(model, images, target, contrastive, first_index)
+@contextmanager
+def _on_device(model, device: torch.device | None) -> Iterator[None]:
+    """Move ``model`` to ``device`` once for the block, and back where it was afterwards."""
+    original = model_device(model)[0]
+    if device is None or device == original:
+        yield
+        return
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(original)
 
 
-def _explained_batches(model, method: Method, dataset, labels: np.ndarray, contrastive: bool, batch_size: int,
-                       progress: bool, description: str) -> Iterator[tuple[int, Batch]]:
-    """Explain the dataset batch by batch, exactly as :func:`lrp_faces.attribute` does with the same batch size."""
-    device, dtype = _device_dtype(model)
-    count = len(labels)
-    with attribution_mode(model):
-        for start in tqdm(range(0, count, batch_size), desc=description, unit="batch", disable=not progress,
-                          leave=False):
-            stop = min(start + batch_size, count)
-            images = check_images(load_images(dataset, start, stop), f"images {start} to {stop - 1}")
-            target = torch.as_tensor(labels[start:stop], dtype=torch.long)
-            explanation = _explain(method, model, images.to(device=device, dtype=dtype), target.to(device),
-                                   contrastive, start)
-            yield start, Batch(explanation.relevance.detach().float().cpu().numpy(),
-                               explanation.output.detach().float().cpu().numpy(),
-                               explanation.prediction.cpu().numpy().astype(np.int64), labels[start:stop])
+def _model_attributes(model, spec: ModelSpec, run: _Run, source: dict, weights: str, classes: int) -> dict:
+    preprocessing = getattr(model, "preprocessing", None)
+    return {**run.request, "pretraining": spec.pretraining, "task": spec.task, "seed": spec.seed, "model": spec.name,
+            **source, "model_weights_sha256": weights, "model_num_classes": classes,
+            "class_names": canonical_json(getattr(model, "class_names", None)),
+            "preprocessing": canonical_json(preprocessing.to_dict() if preprocessing is not None else None),
+            "architecture": canonical_json(getattr(model, "architecture", None)),
+            "labels_sha256": run.label_digests[spec.task]}
+
+
+def _update_model(directory: Path, zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run) -> None:
+    """Compute ``spec``'s file unless ``header`` (its reusable file) was computed with the same weights. The weights are identified by the checkpoint's SHA-256 when it is unchanged, else by loading the model
+    and hashing its state dict."""
+    source = _model_file(zoo, spec)
+    if header is not None and source["model_file_sha256"] and all(
+            header.attrs.get(key) == value for key, value in source.items()):
+        remove_blocks(directory, spec)  # left by a run killed between renaming the file and removing its blocks
+        return
+    model = zoo[spec]
+    weights = weights_digest(model)
+    if header is not None:
+        if header.attrs.get("model_weights_sha256") == weights:
+            remove_blocks(directory, spec)
+            return
+        warnings.warn(f"model {spec}: weights changed since its maps in {str(header.path)!r} were computed (weights "
+                      f"digest {str(header.attrs.get('model_weights_sha256'))[:12]} -> {weights[:12]}"
+                      f"{', from ' + source['model_file'] if source['model_file'] else ''}); recomputing its maps",
+                      CubeWarning, stacklevel=3)
+    started = time.perf_counter()
+    with _on_device(model, run.device):
+        classes = _dry_run(model, spec, load_images(run.dataset, 0, 1), run.labels[spec.task], run.contrastive)
+        attrs = _model_attributes(model, spec, run, source, weights, classes)
+        digest = request_digest(attrs)
+        blocks = plan_blocks(directory, spec, len(run.images.ids), run.block_size,
+                             finished_blocks(directory, spec, digest))
+        missing = [block for block in blocks if not block.finished]
+        if len(missing) < len(blocks):
+            log.info("%s: %d of %d blocks already computed; computing %d", spec, len(blocks) - len(missing),
+                     len(blocks), len(missing))
+        labels = run.labels[spec.task]
+        for block in tqdm(missing, desc=spec.name, unit="block", disable=not run.progress, leave=False):
+            images = check_images(load_images(run.dataset, block.start, block.stop),
+                                  f"images {block.start} to {block.stop - 1}")
+            compute_block(model, run.method, images, labels[block.start:block.stop], block, spec, digest,
+                          run.images.ids, run.contrastive, run.batch_size)
+    assemble_model_file(directory, spec, attrs, run.images, min(run.batch_size, len(run.images.ids)), blocks,
+                        finish=lambda: _finish(started))
 
 
 # ------------------------------------------------------------------------------------------ resume and integrity
@@ -326,32 +403,46 @@ def _locked(directory: Path):
         handle.close()
 
 
-def _plan(directory: Path, specs: list[ModelSpec], request: dict, label_digests: dict,
-          overwrite: bool) -> list[ModelSpec]:
-    """The models to compute; checks every file already in ``directory`` against this call's arguments."""
+def _reusable_files(directory: Path, specs: list[ModelSpec], request: dict, label_digests: dict,
+                    overwrite: bool) -> dict[ModelSpec, Header]:
+    """The zoo's complete files in ``directory`` computed with this call's arguments, verified chunk by chunk.
+
+    A file of another model computed with other arguments is an error (or deleted, with ``overwrite``); a damaged
+    or outdated file of a zoo model is left to be recomputed, with a warning.
+    """
     wanted = {file_name(spec): spec for spec in specs}
+    reusable = {}
     for path in cube_files(directory):
         spec = wanted.get(path.name)
         try:
-            header = read_header(path)
-        except CubeFileError:
+            header = verify_file(path) if spec is not None and not overwrite else read_header(path)
+        except CubeFileError as error:
+            if spec is not None:
+                if not overwrite:
+                    warnings.warn(f"cube file {str(path)!r} {error.cause}; recomputing model {spec}", CubeWarning,
+                                  stacklevel=3)
+                continue
             if not overwrite:
                 raise
-            problems = ["damaged"]
+            problems = [error.cause]
         else:
             problems = header.differences(request, SHARED)
             if spec is not None:
                 problems += header.differences({"labels_sha256": label_digests[spec.task]}, PER_MODEL)
                 if header.spec != spec:
                     problems.append(f"it holds model {header.spec}, not {spec}")
-        if not problems or overwrite and spec is not None:
+        if spec is not None and (overwrite or not problems):
+            if not overwrite:
+                reusable[spec] = header
+            continue
+        if not problems:
             continue
         if overwrite:
             warnings.warn(f"overwrite=True: deleting {str(path)!r}, a model outside this zoo computed with other "
-                          f"arguments ({'; '.join(problems)})", stacklevel=3)
+                          f"arguments or damaged ({'; '.join(problems)})", CubeWarning, stacklevel=3)
             path.unlink()
             continue
         raise CubeMismatchError(f"{str(path)!r} was computed with other arguments than this call "
                                 f"({'; '.join(problems)}); refusing to mix results in one cube. Pass overwrite=True "
                                 "to recompute every model of the zoo, or write the cube to another directory")
-    return [spec for spec in specs if overwrite or not (directory / file_name(spec)).exists()]
+    return reusable

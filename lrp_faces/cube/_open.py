@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._store import (PER_IMAGE, SHARED, VERSIONED, CubeFileError, CubeMismatchError, Header, cube_files,
-                     read_header, recompute_hint, to_json)
+from ..files import canonical_json
+from ._store import (PER_IMAGE, SHARED, VERSION_ATTRS, ChunkReader, CubeFileError, CubeMismatchError, Header,
+                     cube_files, read_header, recompute_hint, verify_file)
 
 #: File attributes that describe one model; in the cube they are gathered per model into ``models``.
-MODEL_ATTRS = ("pretraining", "task", "seed", "model", "model_file", "model_num_classes", "class_names",
-               "preprocessing", "architecture", "labels_sha256", "created", "seconds", "history", "complete")
+MODEL_ATTRS = ("pretraining", "task", "seed", "model", "model_file", "model_file_format", "model_file_sha256",
+               "model_weights_sha256", "model_num_classes", "class_names", "preprocessing", "architecture",
+               "labels_sha256", "created", "seconds", "history", "complete")
 #: Where a model of an incomplete grid has no file: NaN maps and outputs, class -1, not correct.
 FILL = {"relevance": np.nan, "output": np.nan, "prediction": -1, "label": -1, "correct": False}
 
@@ -42,21 +44,12 @@ def open_cube(path: str | os.PathLike, chunks=None) -> xr.Dataset:
     Raises
     ------
     CubeFileError
-        No cube files, or a truncated or damaged one (named).
+        No cube files, or a truncated or damaged one (named); also later, when a chunk that is read fails its
+        checksum (the file is named; :func:`verify` checks them all at once).
     CubeMismatchError
         Files that disagree on the images, image size or method (the odd ones are named).
     """
-    path = Path(path)
-    if path.is_dir():
-        files = cube_files(path)
-        if not files:
-            raise CubeFileError(f"{str(path)!r} holds no cube files (*.nc); compute a cube with "
-                                f"lrp_faces.cube.compute(zoo, dataset, {str(path)!r})")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise CubeFileError(f"there is no cube at {str(path)!r}: no such directory or file")
-    headers = [read_header(file) for file in files]
+    headers = [read_header(file) for file in _files(path)]
     _check_agreement(headers)
     datasets = [_open_file(header.path, {} if chunks is None else chunks) for header in headers]
     cube = _combine([header.spec for header in headers], datasets)
@@ -64,11 +57,58 @@ def open_cube(path: str | os.PathLike, chunks=None) -> xr.Dataset:
     return cube
 
 
+def verify(path: str | os.PathLike) -> list[Path]:
+    """Check every cube file in ``path`` (a cube directory or one file): its header digest and the checksum of every
+    chunk of every variable, reading one chunk at a time.
+
+    About as fast as reading the cube once; :func:`compute` does it for the files it reuses.
+
+    Returns
+    -------
+    list of Path
+        The files checked, all undamaged.
+
+    Raises
+    ------
+    CubeFileError
+        No cube files, or damaged ones: the message names every damaged file and what is wrong with it.
+    """
+    files, damaged = _files(Path(path)), []
+    for file in files:
+        try:
+            verify_file(file)
+        except CubeFileError as error:
+            damaged.append(error)
+    if len(damaged) == 1:
+        raise damaged[0]
+    if damaged:
+        raise CubeFileError(f"{len(damaged)} cube files are damaged: " + "; ".join(
+            f"{str(error.path)!r} {error.cause}" for error in damaged) + f"; {recompute_hint(damaged[0].path)}",
+            damaged[0].path, "; ".join(error.cause for error in damaged))
+    return files
+
+
+def _files(path: Path) -> list[Path]:
+    path = Path(path)
+    if path.is_dir():
+        files = cube_files(path)
+        if not files:
+            raise CubeFileError(f"{str(path)!r} holds no cube files (*.nc); compute a cube with "
+                                f"lrp_faces.cube.compute(zoo, dataset, {str(path)!r})", path, "holds no cube files")
+        return files
+    if path.is_file():
+        return [path]
+    raise CubeFileError(f"there is no cube at {str(path)!r}: no such directory or file", path, "does not exist")
+
+
 def _open_file(path: Path, chunks) -> xr.Dataset:
+    """One file, lazily; a chunk that fails to read (e.g. its checksum) raises a CubeFileError naming the file."""
     try:
-        return xr.open_dataset(path, engine="netcdf4", chunks=chunks)
+        return xr.open_dataset(path, engine="netcdf4", chunks=chunks,
+                               from_array_kwargs={"getitem": ChunkReader(path)})
     except (OSError, RuntimeError, ValueError) as error:
-        raise CubeFileError(f"cube file {str(path)!r} cannot be opened ({error}); {recompute_hint(path)}") from None
+        raise CubeFileError(f"cube file {str(path)!r} cannot be opened ({error}); {recompute_hint(path)}", path,
+                            f"cannot be opened ({error})") from None
 
 
 def _check_agreement(headers: list[Header]) -> None:
@@ -91,7 +131,7 @@ def _check_agreement(headers: list[Header]) -> None:
             raise CubeMismatchError(f"{header.path.name!r} and {seen[header.spec].path.name!r} both hold model "
                                     f"{header.spec}; delete the one that does not belong")
         seen[header.spec] = header
-    for attribute in VERSIONED:
+    for attribute in VERSION_ATTRS:
         found = sorted({str(header.attrs.get(attribute)) for header in headers})
         if len(found) > 1:
             warnings.warn(f"the files of the cube in {str(reference.path.parent)!r} were written with different "
@@ -134,12 +174,14 @@ def _cube_attrs(headers: list[Header]) -> dict:
     attrs = {key: value for key, value in reference.attrs.items() if key not in MODEL_ATTRS}
     attrs["title"] = "lrp_faces relevance cube"
     attrs["created"] = max(str(header.attrs.get("created", "")) for header in headers)
-    attrs["preprocessing"] = to_json({header.spec.name: json.loads(header.attrs.get("preprocessing", "null"))
+    attrs["preprocessing"] = canonical_json({header.spec.name: json.loads(header.attrs.get("preprocessing", "null"))
                                       for header in headers})
-    attrs["models"] = to_json({header.spec.name: {
+    attrs["models"] = canonical_json({header.spec.name: {
         "file": header.path.name, "model_file": header.attrs.get("model_file"),
+        "model_file_sha256": header.attrs.get("model_file_sha256"),
+        "weights_sha256": header.attrs.get("model_weights_sha256"),
         "num_classes": header.attrs.get("model_num_classes"),
         "class_names": json.loads(header.attrs.get("class_names", "null")),
         "created": header.attrs.get("created"), "seconds": header.attrs.get("seconds"),
-        **{key: header.attrs.get(key) for key in VERSIONED}} for header in headers})
+        **{key: header.attrs.get(key) for key in VERSION_ATTRS}} for header in headers})
     return attrs
