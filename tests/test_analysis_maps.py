@@ -21,6 +21,7 @@ from lrp_faces.analysis import mass_and_rank_accuracy
 from lrp_faces.analysis._common import top_membership
 from lrp_faces.analysis._statistics import bootstrap_mean
 from lrp_faces.cube._store import FORMAT, FORMAT_VERSION, Batch, ImageTable, write_model_file
+from lrp_faces.errors import LRPFacesError
 from lrp_faces.faces import REGIONS, synthetic_faces
 from lrp_faces.zoo import ModelSpec
 
@@ -543,6 +544,12 @@ def test_method_comparison_on_the_cpu_device_equals_the_default_bit_for_bit(tiny
 def test_method_comparison_rejects_a_device_that_is_not_one(tiny_zoo, faces):
     with pytest.raises(AnalysisError, match="device must be a torch.device or a name such as 'cpu'.*'gpu one'"):
         analysis.method_comparison(tiny_zoo, faces, ("random",), device="gpu one")
+
+
+def test_method_parameters_out_of_range_are_a_package_error_naming_the_method(tiny_zoo, faces):
+    with pytest.raises(LRPFacesError, match="integrated_gradients.*steps|steps.*integrated_gradients"):
+        analysis.method_comparison(tiny_zoo, faces, ("integrated_gradients",),
+                                   method_params={"integrated_gradients": {"steps": 0}})
 
 
 def test_method_comparison_needs_a_zoo_mapping(faces):

@@ -1,7 +1,8 @@
 """The ``lrp-faces`` command: help, exit codes, study files, result files, steps with resume, info, and the demo.
 
-Most tests run a tiny study (four width-1/8 VGG-16s on 32-px synthetic faces) in-process through click's CliRunner;
-one runs the command as a subprocess, and one runs ``lrp-faces demo --quick`` end to end (about a minute).
+Most tests run a tiny study (four width-1/8 VGG-16s on 32-px synthetic faces) in-process through click's CliRunner.
+Those marked ``e2e`` run commands end to end and take longer: the command as a subprocess, a study rerun four times,
+the HTML report, and ``lrp-faces demo --quick`` (about a minute).
 """
 import dataclasses
 import doctest
@@ -303,6 +304,7 @@ def test_a_step_before_its_input_exists_says_which_step_to_run_first(study_file,
     assert "no relevance cube" in result.output and "lrp-faces attribute" in result.output
 
 
+@pytest.mark.e2e
 def test_the_command_runs_as_a_subprocess(tmp_path):
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     ok = subprocess.run([sys.executable, "-m", "lrp_faces.cli", "methods"], capture_output=True, text=True,
@@ -383,6 +385,12 @@ def test_the_tiny_study_reads_as_declared(study_file):
      r"\[masking\]\.order: expected 'morf' or 'lerf' \(the random order is always the baseline\)"),
     (lambda t: t.replace("[analysis.rsa]\n", '[analysis.rsa]\ndevice = "cpu"\n'),
      r"\[analysis\.rsa\]: unknown key 'device'"),
+    (lambda t: t.replace("seed = 3\n", "seed = 3\nimage_size = 16\n", 1),
+     r"\[dataset\]\.image_size: expected int >= 32, got 16"),
+    (lambda t: t.replace('methods = ["epsilon_gamma_box", "gradient"]',
+                         'methods = ["epsilon_gamma_box", "integrated_gradients"]\n'
+                         '[analysis.methods.method_params.integrated_gradients]\nsteps = 0'),
+     r"\[analysis\.methods\.method_params\.integrated_gradients\]: .*steps"),
 ])
 def test_study_file_errors_name_the_key_and_the_expected_type(study_file, edit, message):
     study_file.write_text(edit(study_file.read_text()))
@@ -679,6 +687,7 @@ def test_a_lerf_study_does_not_repeat_lerf_in_a_second_file(study_file, tmp_path
     assert "masking_lerf: skipped; the generalisation step already masks least relevant first" in result.output
 
 
+@pytest.mark.e2e
 def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
     out = tmp_path / "out"
     first = invoke("run", study_file, "--out", out, "--no-progress")
@@ -812,6 +821,7 @@ def test_info_on_a_results_directory_with_a_damaged_file_summarises_the_others(f
     assert "Best method by" not in result.output
 
 
+@pytest.mark.e2e
 def test_report_command_writes_html_from_existing_results(finished, tmp_path):
     out, _ = finished
     result = invoke("report", out, "--out", tmp_path / "report", "-q")

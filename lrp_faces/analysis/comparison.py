@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .. import methods as method_registry
 from ..attribution import attribute, check_images
+from ..errors import LRPFacesError
 from ..cube._compute import load_images, task_labels
 from ..masking import curves
 from ..methods import Method
@@ -63,7 +64,12 @@ def _resolve_methods(methods: Any, method_params: Any) -> list[Method]:
                                     "give it method_params")
             resolved.append(method)
         else:
-            resolved.append(method_registry.get(name, **method_params.get(name, {})))
+            try:
+                resolved.append(method_registry.get(name, **method_params.get(name, {})))
+            except LRPFacesError:
+                raise
+            except (ValueError, TypeError) as error:  # the method's own checks of its parameters
+                raise AnalysisError(f"method_params[{name!r}]: {error}") from None
     return resolved
 
 

@@ -1,7 +1,8 @@
 """The ``lrp-faces`` command: the offline demo, studies declared in TOML, their steps, reports and file summaries.
 
 Exit status 0 on success, 2 on usage errors (click's), 1 on failures, with a one-line cause (``--debug`` shows the
-traceback instead).
+traceback instead). A failure that is the user's to fix (:func:`is_user_error`: a package error, a path that is
+missing or not allowed, a full disk) is its message; any other is a bug, reported as an internal error.
 """
 from __future__ import annotations
 

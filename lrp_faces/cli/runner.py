@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from .. import cube as cubes
 from .. import masking
+from ..errors import LRPFacesError
 from ..files import versions, write_text_atomic
 from ..faces import FaceDataset, synthetic_faces
 from ..zoo import ModelSpec, default_cache_dir, demo_study_data
@@ -532,5 +533,5 @@ def _checkpoint_info(entry) -> dict:
     from ..models import read_checkpoint_info
     try:
         return dict(read_checkpoint_info(entry.path).get("metadata") or {})
-    except (ValueError, OSError, KeyError, TypeError):
+    except (LRPFacesError, OSError):  # a damaged or unreadable checkpoint: study.json goes without its metadata
         return {}

@@ -48,12 +48,23 @@ DATASET_SETTINGS = {
 DATASET_KINDS = tuple(DATASET_SETTINGS)
 DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
 LABELS = ("identity", "gender")
+MIN_IMAGE_SIZE = 32
+"""The smallest image side a VGG-16 takes: its five 2 x 2 max-pools halve it five times."""
 SCORES = ("output", "probability")
 
 
 def _method_init(name: str) -> Callable:
     """The constructor of the registered method ``name``, whose keyword arguments are its parameters."""
     return type(method_registry.get(name)).__init__
+
+
+def _checked_method(name: str, params: Mapping[str, Any], where: str):
+    """The registered method ``name`` made with ``params``; the method's own checks of them as a :class:`StudyError`
+    naming ``where``."""
+    try:
+        return method_registry.get(name, **params)
+    except (ValueError, TypeError) as error:  # a parameter's value out of its range, or of the wrong type
+        raise StudyError(f"{where}: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------------ settings
@@ -181,7 +192,7 @@ class DatasetSettings:
             "path": lambda key: base / Path(table.get(key, str)).expanduser(),
             "image_root": lambda key: _optional_path(base, table.get(key, str, None)),
             "split": lambda key: table.get(key, str, None, choices=("train", "valid", "test")),
-            "image_size": lambda key: table.get(key, int, None, low=16),
+            "image_size": lambda key: table.get(key, int, None, low=MIN_IMAGE_SIZE),
             "max_images": lambda key: table.get(key, int, None, low=2),
             "on_error": lambda key: table.get(key, str, "raise", choices=("raise", "skip")),
             "check": lambda key: table.get(key, str, "verify", choices=("verify", "load", "exists")),
@@ -212,10 +223,7 @@ class AttributionSettings:
     contrastive: bool = True
 
     def __post_init__(self):
-        try:
-            method_registry.get(self.method, **self.params)
-        except (ValueError, TypeError) as error:
-            raise StudyError(f"[attribution]: {error}") from None
+        _checked_method(self.method, self.params, "[attribution]")
 
     def to_dict(self) -> dict:
         return _plain(self)
@@ -411,8 +419,9 @@ class AnalysisSettings:
             if name not in method_registry.names():
                 raise StudyError(f"{parameters.where}: unknown method {name!r}; known methods are "
                                  f"{method_registry.names()}")
-            check_params(_method_init(name), parameters.table(name).data,
-                         where("methods", "method_params", name), ("self",))
+            checked = check_params(_method_init(name), parameters.table(name).data,
+                                   where("methods", "method_params", name), ("self",))
+            _checked_method(name, checked, where("methods", "method_params", name))
         rsa_functions = {analysis.model_rdms: ("cube", "zoo", "dataset", "device", "progress"),
                          analysis.compare_with_humans: ("model_rdms", "human_rdm", "human_source", "progress")}
         accepted = {name for function, reserved in rsa_functions.items()
