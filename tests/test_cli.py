@@ -800,9 +800,10 @@ def test_info_summarises_a_study_file_and_rejects_other_files(study_file, tmp_pa
     assert other.exit_code == 1 and "is not a NetCDF file" in other.output
 
 
-@pytest.mark.parametrize("name", ["masking.nc", "cube/vggface-identity-seed0.nc"])
-def test_info_on_a_truncated_netcdf_file_names_it_in_one_line(finished, tmp_path, name):
-    damaged = tmp_path / Path(name).name
+@pytest.mark.parametrize("name, copy", [("masking.nc", "masking.nc"), ("cube/vggface-identity-seed0.nc", "model.nc"),
+                                        ("masking.nc", "masking.backup")])
+def test_info_on_a_truncated_netcdf_file_names_it_in_one_line(finished, tmp_path, name, copy):
+    damaged = tmp_path / copy
     damaged.write_bytes((finished[0] / name).read_bytes()[:2000])
     result = invoke("info", damaged)
     assert result.exit_code == 1

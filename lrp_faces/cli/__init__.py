@@ -22,7 +22,7 @@ from ..errors import LRPFacesError
 META = "lrp_faces.cli."
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 """The operating system's errors about a path the user gave: theirs to fix, like every :class:`LRPFacesError`."""
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def is_user_error(error: BaseException) -> bool:

@@ -347,8 +347,8 @@ class StudyRun:
         """Every model of the cube masked by its own maps in ``order`` (:func:`lrp_faces.masking.own_map_curves`).
 
         The same images (``max_images`` of the cube's, evenly spaced) and ``[masking]`` settings as the
-        generalisation step (:data:`CURVES_SETTINGS`): a LeRF run costs about one generalisation source's forward
-        passes per model, 1/(S + 1) of that step for S models.
+        generalisation step (the config's but ``order``, and ``batch_size``): a LeRF run costs about one
+        generalisation source's forward passes per model, 1/(S + 1) of that step for S models.
         """
         settings = self.study.masking
         selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))

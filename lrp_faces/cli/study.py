@@ -176,8 +176,8 @@ class DatasetSettings:
         return {key: value for key, value in _plain(self).items() if key in DATASET_SETTINGS[self.kind]}
 
     def fingerprint(self) -> dict:
-        """Every setting, those of other kinds at their defaults: what a step's recorded settings hold (stable
-        across versions that add settings of one kind)."""
+        """Every setting, those of other kinds at their defaults: what the methods step records about its images
+        (the same record as before :meth:`to_dict` held only the kind's settings, so earlier results stay valid)."""
         return _plain(self)
 
     @classmethod
@@ -288,7 +288,7 @@ class MaskingSettings:
 
     @classmethod
     def from_table(cls, table: TomlTable) -> "MaskingSettings":
-        config = masking_config(table)
+        config = _masking_config(table)
         options = {
             "score": table.get("score", str, "output", choices=SCORES),
             "n_bootstrap": table.get("n_bootstrap", int, 1000, low=0),
@@ -301,7 +301,7 @@ class MaskingSettings:
         return built(table, cls, config, **options)
 
 
-def masking_config(table: TomlTable) -> MaskingConfig:
+def _masking_config(table: TomlTable) -> MaskingConfig:
     """The :class:`~lrp_faces.masking.MaskingConfig` of the table's keys that are its fields.
 
     Each key is read by its field's type and checked alone, so that an error names it, then all together.
