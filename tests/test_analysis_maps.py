@@ -21,6 +21,7 @@ from lrp_faces.analysis import mass_and_rank_accuracy
 from lrp_faces.analysis._common import top_membership
 from lrp_faces.analysis._statistics import bootstrap_mean
 from lrp_faces.cube._store import FORMAT, FORMAT_VERSION, Batch, ImageTable, write_model_file
+from lrp_faces.errors import LRPFacesError
 from lrp_faces.faces import REGIONS, synthetic_faces
 from lrp_faces.zoo import ModelSpec
 
@@ -532,6 +533,25 @@ def test_bad_method_comparison_input_is_rejected(tiny_zoo, faces, arguments, err
         analysis.method_comparison(tiny_zoo, faces, fractions=(0.0, 0.5), n_bootstrap=0, **arguments)
 
 
+def test_method_comparison_on_the_cpu_device_equals_the_default_bit_for_bit(tiny_zoo, faces):
+    arguments = dict(methods=("epsilon_gamma_box", "gradient"), fractions=(0.0, 0.5), n_bootstrap=20)
+    default = analysis.method_comparison(tiny_zoo, faces, **arguments)
+    on_cpu = analysis.method_comparison(tiny_zoo, faces, device="cpu", **arguments)
+    xr.testing.assert_identical(default, on_cpu)
+    assert all(parameter.device.type == "cpu" for model in tiny_zoo.values() for parameter in model.parameters())
+
+
+def test_method_comparison_rejects_a_device_that_is_not_one(tiny_zoo, faces):
+    with pytest.raises(AnalysisError, match="device must be a torch.device or a name such as 'cpu'.*'gpu one'"):
+        analysis.method_comparison(tiny_zoo, faces, ("random",), device="gpu one")
+
+
+def test_method_parameters_out_of_range_are_a_package_error_naming_the_method(tiny_zoo, faces):
+    with pytest.raises(LRPFacesError, match="integrated_gradients.*steps|steps.*integrated_gradients"):
+        analysis.method_comparison(tiny_zoo, faces, ("integrated_gradients",),
+                                   method_params={"integrated_gradients": {"steps": 0}})
+
+
 def test_method_comparison_needs_a_zoo_mapping(faces):
     with pytest.raises(AnalysisTypeError, match="zoo must map"):
         analysis.method_comparison([1, 2], faces, ("random",))
@@ -566,8 +586,9 @@ def test_nan_relevance_of_a_computed_model_is_named():
     memory["relevance"][0, 1, 1, 2, 0, 0] = np.nan
     for function in (analysis.similarity, lambda data: analysis.region_relevance(data, np.zeros((4, 4), int)),
                      lambda data: analysis.ground_truth(data, {task: np.ones((4, 4), bool) for task in TASKS})):
-        with pytest.raises(AnalysisError, match=r"NaN or Inf .*faces/identity/1.*'img002'"):
+        with pytest.raises(AnalysisError, match=r"NaN or Inf .*faces/identity/1.*'img002'") as error:
             function(memory)
+        assert "the maps themselves are not finite" in str(error.value) and "incomplete" not in str(error.value)
 
 
 def test_a_cube_without_computed_models_is_rejected():

@@ -307,6 +307,41 @@ def test_penultimate_features_are_the_input_of_the_last_linear_in_eval_mode():
         penultimate_features(torch.nn.Linear(3, 2), images)
 
 
+def test_penultimate_features_are_the_models_own_penultimate_activations():
+    model = small_vgg(num_classes=3, seed=2)
+    images = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model.penultimate(images).double().numpy()
+    np.testing.assert_array_equal(penultimate_features(model, images, batch_size=5), expected)
+
+
+class WrappedVGG(torch.nn.Module):
+    """A VGG-like model without ``penultimate``: a classifier ending in a Linear, as torchvision's VGG has."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.classifier = model, model.classifier
+
+    def forward(self, images):
+        return self.model(images)
+
+
+def test_penultimate_features_of_a_vgg_like_model_are_the_input_of_its_last_linear():
+    model = small_vgg(num_classes=3, seed=2)
+    images = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(penultimate_features(WrappedVGG(model), images, batch_size=2),
+                                  penultimate_features(model, images, batch_size=2))
+
+
+def test_penultimate_features_restore_each_modules_own_training_flag():
+    model = small_vgg(num_classes=3, seed=1).train()
+    dropout = next(module for module in model.classifier if isinstance(module, torch.nn.Dropout))
+    dropout.eval()
+    penultimate_features(model, torch.rand(2, 3, SIZE, SIZE))
+    assert model.training and model.classifier.training and not dropout.training
+    assert all(parameter.requires_grad for parameter in model.parameters())
+
+
 @pytest.fixture(scope="module")
 def faces():
     return synthetic_faces(4, 2, size=SIZE)
@@ -350,6 +385,23 @@ def test_model_rdms_of_every_kind_match_references(faces, tiny_study):
         masked = torch.where(keep, images, colour)
         np.testing.assert_allclose(cell.sel(kind="decision_weighted").values,
                                    1 - np.corrcoef(manual_penultimate(model, masked)), atol=1e-5)
+
+
+def test_model_rdms_on_the_cpu_device_equal_the_default_bit_for_bit(faces, tiny_study):
+    cube, zoo, _ = tiny_study
+    default = model_rdms(cube, zoo, faces, batch_size=4)
+    xr.testing.assert_identical(default, model_rdms(cube, zoo, faces, batch_size=4, device=torch.device("cpu")))
+    with pytest.raises(RSAError, match="device must be .*'tpu'"):
+        model_rdms(cube, zoo, faces, device="tpu")
+
+
+def test_model_rdms_say_that_non_finite_maps_are_not_finite_as_computed(faces, tiny_study):
+    cube, zoo, _ = tiny_study
+    broken = cube.copy(deep=True)
+    broken["relevance"][0, 0, 1, 2, 0, 0] = np.nan
+    with pytest.raises(RSAError, match="faces-gender-seed1.*the maps themselves are not finite") as error:
+        model_rdms(broken, zoo, faces, kinds=("decision_weighted",))
+    assert "incomplete" not in str(error.value)
 
 
 def test_model_rdms_of_relevance_need_no_models(tiny_study):
@@ -582,11 +634,24 @@ def test_load_human_rdm_explains_missing_empty_and_binary_files(tmp_path):
     with pytest.raises(HumanRatingsError, match="is empty"):
         load_human_rdm(tmp_path / "empty.csv")
     (tmp_path / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
-    with pytest.raises(HumanRatingsError, match="corrupt or binary"):
+    with pytest.raises(HumanRatingsError, match="is not UTF-8 text .*a binary file"):
         load_human_rdm(tmp_path / "image.csv")
+    (tmp_path / "nul.csv").write_bytes(b"image_a,image_b,dissimilarity\na,b,\x001\n")
+    with pytest.raises(HumanRatingsError, match="NUL bytes, so it is a binary file"):
+        load_human_rdm(tmp_path / "nul.csv")
+    (tmp_path / "latin1.csv").write_bytes("image_a,image_b,dissimilarity\nR\xe9mi,b,1\n".encode("latin-1"))
+    with pytest.raises(HumanRatingsError, match="is not UTF-8 text .*saved as UTF-8"):
+        load_human_rdm(tmp_path / "latin1.csv")
 
 
 def test_load_human_rdm_names_ids_missing_from_the_cube(tmp_path):
     rows = [SQUARE_HEADER, ["a", "0", "1", "2"], ["b", "1", "0", "3"], ["c", "2", "3", "0"]]
     with pytest.raises(HumanRatingsError, match="2 image id\\(s\\) are not in the cube: b, c"):
         load_human_rdm(write_csv(tmp_path / "ratings.csv", rows), image_ids=["a", "x", "y"])
+
+
+def test_the_module_example_runs():
+    import doctest
+    import importlib
+    outcome = doctest.testmod(importlib.import_module("lrp_faces.analysis.rsa"), optionflags=doctest.ELLIPSIS)
+    assert outcome.attempted > 0 and outcome.failed == 0

@@ -1,8 +1,13 @@
 """The ``lrp-faces`` command: help, exit codes, study files, result files, steps with resume, info, and the demo.
 
-Most tests run a tiny study (four width-1/8 VGG-16s on 32-px synthetic faces) in-process through click's CliRunner;
-one runs the command as a subprocess, and one runs ``lrp-faces demo --quick`` end to end (about a minute).
+Most tests run a tiny study (four width-1/8 VGG-16s on 32-px synthetic faces) in-process through click's CliRunner.
+Those marked ``e2e`` run commands end to end and take longer: the command as a subprocess, a study rerun four times,
+the HTML report, and ``lrp-faces demo --quick`` (about a minute).
 """
+import dataclasses
+import doctest
+import errno
+import importlib
 import json
 import os
 import re
@@ -22,10 +27,13 @@ import lrp_faces
 from conftest import small_vgg
 from lrp_faces import cube as cubes
 from lrp_faces.cli import main
-from lrp_faces.cli.demo import demo_document
+from lrp_faces.cli.demo import demo_document, demo_study
 from lrp_faces.cli.runner import StudyData, evenly_spaced, load_dataset
-from lrp_faces.cli.study import Study, StudyError, read_result, result_attrs, write_result
-from lrp_faces.masking import RELATIONS
+from lrp_faces.errors import LRPFacesError
+from lrp_faces.cli.study import (DATASET_SETTINGS, MaskingSettings, Study, StudyError, read_result, result_attrs,
+                                 write_result)
+from lrp_faces.files import versions
+from lrp_faces.masking import RELATIONS, MaskingConfig
 from lrp_faces.models import save_model
 from lrp_faces.zoo import ModelSpec
 
@@ -176,6 +184,95 @@ def test_only_user_errors_are_shown_without_the_debug_hint():
     assert _describe(KeyError("seed")).startswith("KeyError: seed ")
 
 
+def test_bare_library_errors_are_reported_as_internal_errors():
+    from lrp_faces.cli import _describe
+    for bug in (ValueError("operands could not be broadcast together"), TypeError("unsupported operand type(s)"),
+                OSError(errno.EIO, "Input/output error")):
+        assert _describe(bug).endswith("(an internal error; rerun with --debug for the traceback)"), bug
+
+
+def test_errors_about_the_users_paths_and_a_full_disk_are_user_errors():
+    from lrp_faces.cli import _describe
+    for error in (PermissionError(errno.EACCES, "Permission denied", "out/study.json"),
+                  IsADirectoryError(errno.EISDIR, "Is a directory", "ratings.csv"),
+                  NotADirectoryError(errno.ENOTDIR, "Not a directory", "out/cube"),
+                  OSError(errno.ENOSPC, "No space left on device", "out/masking.nc")):
+        assert _describe(error) == str(error), error
+
+
+def test_a_bug_inside_a_command_is_one_line_that_says_it_is_internal(monkeypatch, tmp_path):
+    import lrp_faces.cli.info
+
+    def broken(path):
+        raise ValueError("could not broadcast input array from shape (3,) into shape (2,)")
+    monkeypatch.setattr(lrp_faces.cli.info, "describe", broken)
+    result = invoke("info", tmp_path)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: ValueError: could not broadcast input array from shape (3,) into shape (2,) (an internal error; "
+        "rerun with --debug for the traceback)"]
+
+
+def _unknown_key(folder, results):
+    (folder / "study.toml").write_text((folder / "study.toml").read_text().replace("[masking]\n",
+                                                                                 "[masking]\ncolour = 1\n"))
+    return ["run", folder / "study.toml"], "study.toml: [masking]: unknown key(s) ['colour']"
+
+
+def _missing_checkpoint(folder, results):
+    (folder / "models" / "vggface-gender-0.pt").unlink()
+    return ["attribute", folder / "study.toml"], "vggface-gender-0.pt' does not exist"
+
+
+def _damaged_checkpoint(folder, results):
+    (folder / "models" / "vggface-gender-0.pt").write_bytes(b"not a checkpoint" * 64)
+    return ["attribute", folder / "study.toml"], "cannot read lrp_faces checkpoint"
+
+
+def _unreadable_image(folder, results):
+    (folder / "faces" / "a").mkdir(parents=True)
+    (folder / "faces" / "a" / "0.png").write_bytes(b"not a png")
+    text = (folder / "study.toml").read_text().replace(
+        'kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3', 'kind = "folders"\npath = "faces"')
+    (folder / "study.toml").write_text(text.replace('human_rdm = "synthetic"\n', "").replace('"methods", "rsa"]',
+                                                                                          '"methods"]'))
+    return ["attribute", folder / "study.toml"], "cannot read image"
+
+
+def _ratings_in_another_encoding(folder, results):
+    shutil.copytree(results / "cube", folder / "out" / "cube")
+    (folder / "ratings.csv").write_bytes("image_a,image_b,dissimilarity\nR\xe9mi,b,1\n".encode("latin-1"))
+    (folder / "study.toml").write_text((folder / "study.toml").read_text().replace('human_rdm = "synthetic"',
+                                                                                 'human_rdm = "ratings.csv"'))
+    return ["analyze", folder / "study.toml", "--only", "rsa"], "ratings.csv: is not UTF-8 text"
+
+
+def _damaged_result_file(folder, results):
+    (folder / "masking.nc").write_bytes((results / "masking.nc").read_bytes()[:2000])
+    return ["info", folder / "masking.nc"], "masking.nc' is not a readable NetCDF4 file (truncated or damaged"
+
+
+def _missing_path(folder, results):
+    return ["info", folder / "absent"], "absent' does not exist"
+
+
+@pytest.mark.parametrize("make", [_unknown_key, _missing_checkpoint, _damaged_checkpoint, _unreadable_image,
+                                  _ratings_in_another_encoding, _damaged_result_file, _missing_path],
+                         ids=lambda make: make.__name__.strip("_"))
+def test_user_errors_through_the_command_are_package_errors_in_one_line(make, study_file, finished):
+    arguments, expected = make(study_file.parent, finished[0])
+    if arguments[0] != "info":
+        arguments += ["--out", study_file.parent / "out", "-q"]
+    result = invoke(*arguments)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
+    assert "internal error" not in lines[0]
+    debug = invoke("--debug", *arguments)
+    assert isinstance(debug.exception, LRPFacesError) or isinstance(debug.exception, FileNotFoundError), \
+        repr(debug.exception)
+
+
 def test_nan_arithmetic_notes_are_dropped_only_from_lrp_faces_and_numpy(capsys):
     import warnings
     from lrp_faces.cli import _warnings_as_lines
@@ -207,6 +304,7 @@ def test_a_step_before_its_input_exists_says_which_step_to_run_first(study_file,
     assert "no relevance cube" in result.output and "lrp-faces attribute" in result.output
 
 
+@pytest.mark.e2e
 def test_the_command_runs_as_a_subprocess(tmp_path):
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     ok = subprocess.run([sys.executable, "-m", "lrp_faces.cli", "methods"], capture_output=True, text=True,
@@ -224,7 +322,7 @@ def test_the_command_runs_as_a_subprocess(tmp_path):
 def test_the_tiny_study_reads_as_declared(study_file):
     study = Study.from_toml(study_file)
     assert study.name == "tiny" and study.image_size == SIZE and len(study.zoo.models) == 4
-    assert study.attribution.params == {"gamma": 0.25} and study.masking.fractions == (0.0, 0.5)
+    assert study.attribution.params == {"gamma": 0.25} and study.masking.config.fractions == (0.0, 0.5)
     assert study.analysis.methods["methods"] == ["epsilon_gamma_box", "gradient"]
     assert study.analysis.human_rdm == "synthetic" and study.report is False
     assert json.loads(json.dumps(study.to_dict()))["zoo"]["models"][0]["format"] == "lrp_faces"
@@ -242,7 +340,7 @@ def test_the_tiny_study_reads_as_declared(study_file):
      r"\[masking\]\.fractions\[1\]: expected float \(a number\), got str 'half'"),
     (lambda t: t.replace("[masking]\n", "[masking]\ncolour = 1\n"), r"\[masking\]: unknown key\(s\) \['colour'\]"),
     (lambda t: t.replace("[masking]\n", '[masking]\nfill = "pink"\n'),
-     r"\[masking\]\.fill: expected one of \['mean', 'zero', 'blur', 'noise', 'road'\], got 'pink'"),
+     r"\[masking\]\.fill: must be one of \('mean', 'zero', 'blur', 'noise', 'road'\), got 'pink'"),
     (lambda t: t.replace('path = "models/vggface-gender-0.pt"', 'path = "models/vggface-gender-0.pt"\nformat = "onnx"'),
      r"\[zoo\]\.models\[2\]: model vggface-gender-seed0: format must be one of \('lrp_faces', 'torchvision', "
      r"'vgg_face'\), got 'onnx'"),
@@ -277,6 +375,22 @@ def test_the_tiny_study_reads_as_declared(study_file):
      r"\[masking\]\.confidence: expected a float in \(0, 1\)"),
     (lambda t: t.replace("seed = 3", "seed = 3\n") + "[zoo.extra]\n", r"\[zoo\]: unknown key\(s\) \['extra'\]"),
     (lambda t: t.replace("seed = 0\npath", "seed = 0\n", 1), "is not valid TOML|missing key 'path'"),
+    (lambda t: t.replace("[masking]\n", "[masking]\npatch = 0\n"),
+     r"\[masking\]\.patch: must be an integer >= 1, got 0"),
+    (lambda t: t.replace("[masking]\n", '[masking]\nfill_value = "grey"\n'),
+     r"\[masking\]\.fill_value: must be a number, an RGB triple or \(N, 3\) colours, got 'grey'"),
+    (lambda t: t.replace("[masking]\n", '[masking]\nfill = "zero"\nfill_value = 0.5\n'),
+     r"\[masking\]: fill_value is used by fill='mean'"),
+    (lambda t: t.replace("[masking]\n", '[masking]\norder = "random"\n'),
+     r"\[masking\]\.order: expected 'morf' or 'lerf' \(the random order is always the baseline\)"),
+    (lambda t: t.replace("[analysis.rsa]\n", '[analysis.rsa]\ndevice = "cpu"\n'),
+     r"\[analysis\.rsa\]: unknown key 'device'"),
+    (lambda t: t.replace("seed = 3\n", "seed = 3\nimage_size = 16\n", 1),
+     r"\[dataset\]\.image_size: expected int >= 32, got 16"),
+    (lambda t: t.replace('methods = ["epsilon_gamma_box", "gradient"]',
+                         'methods = ["epsilon_gamma_box", "integrated_gradients"]\n'
+                         '[analysis.methods.method_params.integrated_gradients]\nsteps = 0'),
+     r"\[analysis\.methods\.method_params\.integrated_gradients\]: .*steps"),
 ])
 def test_study_file_errors_name_the_key_and_the_expected_type(study_file, edit, message):
     study_file.write_text(edit(study_file.read_text()))
@@ -306,12 +420,94 @@ def test_real_data_needs_a_human_rdm_or_no_rsa(tmp_path, checkpoints):
         Study.from_toml(tmp_path / "study.toml")
 
 
+STUDY_MASKING = ("score", "n_bootstrap", "n_permutations", "confidence", "batch_size", "max_images")
+
+
+def test_every_masking_config_field_is_a_key_of_the_masking_table(study_file):
+    study_file.write_text(study_file.read_text().replace(
+        "[masking]\n", "[masking]\nfill_value = [0.5, 0.25, 0]\nroad_noise = 0.02\n"))
+    settings = Study.from_toml(study_file).masking
+    assert settings.config == MaskingConfig(fractions=(0.0, 0.5), fill_value=(0.5, 0.25, 0.0), road_noise=0.02)
+    fields = {field.name for field in dataclasses.fields(MaskingConfig)}
+    assert set(settings.to_dict()) == fields | set(STUDY_MASKING)
+    assert settings.arguments() == {**settings.config.to_dict(), "score": "output", "n_bootstrap": 20,
+                                    "n_permutations": 20, "confidence": 0.95, "batch_size": None}
+
+
+def test_a_new_masking_config_field_is_a_study_key_without_other_edits(study_file, monkeypatch):
+    import lrp_faces.cli.study
+
+    @dataclasses.dataclass(frozen=True)
+    class WithJitter(MaskingConfig):
+        jitter: float = 0.0
+    monkeypatch.setattr(lrp_faces.cli.study, "MaskingConfig", WithJitter)
+    study_file.write_text(study_file.read_text().replace("[masking]\n", "[masking]\njitter = 1.5\n"))
+    settings = Study.from_toml(study_file).masking
+    assert settings.config.jitter == 1.5 and settings.to_dict()["jitter"] == 1.5
+    assert settings.arguments()["jitter"] == 1.5
+    study_file.write_text(study_file.read_text().replace("jitter = 1.5", 'jitter = "some"'))
+    with pytest.raises(StudyError, match=r"\[masking\]\.jitter: expected float \(a number\), got str 'some'"):
+        Study.from_toml(study_file)
+
+
+def test_the_masking_keys_of_earlier_study_files_read_unchanged(study_file):
+    earlier = {"fractions": [0.0, 0.5], "order": "lerf", "fill": "blur", "patch": 2, "mode": "remove", "seed": 3,
+               "blur_sigma": 1.5, "road_noise": 0.02, "score": "probability", "n_bootstrap": 5, "n_permutations": 6,
+               "confidence": 0.9, "batch_size": 8, "max_images": 4}
+    table = "\n".join(f"{key} = {json.dumps(value)}" for key, value in earlier.items())
+    text = study_file.read_text()
+    start = text.index("[masking]\n")
+    study_file.write_text(text[:start] + "[masking]\n" + table + "\n\n" + text[text.index("[analysis]"):])
+    settings = Study.from_toml(study_file).masking.to_dict()
+    assert {key: settings[key] for key in earlier} == earlier and settings["fill_value"] is None
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"config": MaskingConfig(order="random")}, "random order is always the baseline"),
+    ({"config": MaskingConfig(fractions=(0.0,))}, "at least one fraction > 0"),
+    ({"score": "logit"}, r"\[masking\]\.score: expected one of"),
+    ({"config": {"fractions": (0.0, 0.5)}}, "config must be a MaskingConfig"),
+])
+def test_masking_settings_check_what_the_study_needs(settings, message):
+    with pytest.raises(StudyError, match=message):
+        MaskingSettings(**settings)
+
+
 def test_the_demo_suite_declares_the_demo():
     from_file = Study.from_toml(SUITES / "demo.toml").to_dict()
-    demo = Study.demo().to_dict()
+    demo = demo_study().to_dict()
     for settings in (from_file, demo):
         settings.pop("source")
     assert from_file == demo
+
+
+@pytest.mark.parametrize("kind, table", [
+    ("synthetic", 'kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3'),
+    ("folders", 'kind = "folders"\npath = "faces"'),
+    ("manifest", 'kind = "manifest"\npath = "faces.csv"'),
+])
+def test_dataset_settings_hold_only_the_settings_of_their_kind(study_file, kind, table):
+    (study_file.parent / "faces").mkdir()
+    (study_file.parent / "faces.csv").write_text("path,identity,gender\n")
+    text = study_file.read_text().replace('kind = "synthetic"\nidentities = 4\nimages_per_identity = 2\nseed = 3',
+                                          table)
+    study_file.write_text(text if kind == "synthetic" else text.replace('human_rdm = "synthetic"\n', "").replace(
+        '"methods", "rsa"]', '"methods"]'))
+    settings = Study.from_toml(study_file).dataset.to_dict()
+    assert set(settings) == set(DATASET_SETTINGS[kind])
+    shown = invoke("info", study_file)
+    assert shown.exit_code == 0, shown.output
+    assert ("dataset.identities = " in shown.output) == (kind == "synthetic")
+    assert ("dataset.path = " in shown.output) == (kind != "synthetic")
+
+
+def test_a_dataset_setting_of_another_kind_is_an_unknown_key(study_file):
+    (study_file.parent / "faces").mkdir()
+    study_file.write_text(study_file.read_text().replace('kind = "synthetic"', 'kind = "folders"\npath = "faces"')
+                          .replace('human_rdm = "synthetic"\n', "").replace('"methods", "rsa"]', '"methods"]'))
+    with pytest.raises(StudyError, match=r"\[dataset\]: unknown key\(s\) \['identities', 'images_per_identity', "
+                                         r"'seed'\]"):
+        Study.from_toml(study_file)
 
 
 def test_the_paper_template_is_a_valid_study_once_its_files_exist(tmp_path):
@@ -445,6 +641,17 @@ def test_run_writes_every_result_file_and_study_json(finished):
     assert methods.sizes["image"] == 4
 
 
+def test_study_json_records_the_package_versions(finished):
+    out, _ = finished
+    assert json.loads((out / "study.json").read_text())["versions"] == versions()
+
+
+@pytest.mark.parametrize("module", ["lrp_faces.cli.runner", "lrp_faces.cli.study"])
+def test_the_module_examples_run(module):
+    outcome = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert outcome.attempted > 0 and outcome.failed == 0
+
+
 def test_the_mask_step_writes_each_models_lerf_curves_on_its_own_maps(finished, checkpoints):
     out, _ = finished
     lerf = read_result(out / "masking_lerf.nc")
@@ -480,6 +687,7 @@ def test_a_lerf_study_does_not_repeat_lerf_in_a_second_file(study_file, tmp_path
     assert "masking_lerf: skipped; the generalisation step already masks least relevant first" in result.output
 
 
+@pytest.mark.e2e
 def test_a_rerun_skips_every_finished_step(study_file, tmp_path):
     out = tmp_path / "out"
     first = invoke("run", study_file, "--out", out, "--no-progress")
@@ -592,6 +800,29 @@ def test_info_summarises_a_study_file_and_rejects_other_files(study_file, tmp_pa
     assert other.exit_code == 1 and "is not a NetCDF file" in other.output
 
 
+@pytest.mark.parametrize("name, copy", [("masking.nc", "masking.nc"), ("cube/vggface-identity-seed0.nc", "model.nc"),
+                                        ("masking.nc", "masking.backup")])
+def test_info_on_a_truncated_netcdf_file_names_it_in_one_line(finished, tmp_path, name, copy):
+    damaged = tmp_path / copy
+    damaged.write_bytes((finished[0] / name).read_bytes()[:2000])
+    result = invoke("info", damaged)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith(f"Error: {str(damaged)!r} is not a readable NetCDF4 file (truncated or damaged")
+
+
+def test_info_on_a_results_directory_with_a_damaged_file_summarises_the_others(finished, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out)
+    (out / "methods.nc").write_bytes((out / "methods.nc").read_bytes()[:2000])
+    result = invoke("info", out)
+    assert result.exit_code == 0, result.output
+    assert "Generalisation index by relation" in result.output and "RSA with" in result.output
+    assert f"Not summarised: {str(out / 'methods.nc')!r} is not a readable NetCDF4 file" in result.output
+    assert "Best method by" not in result.output
+
+
+@pytest.mark.e2e
 def test_report_command_writes_html_from_existing_results(finished, tmp_path):
     out, _ = finished
     result = invoke("report", out, "--out", tmp_path / "report", "-q")

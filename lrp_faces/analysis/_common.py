@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
@@ -18,6 +19,12 @@ MAP_DIMS = ("y", "x")
 CUBE_DIMS = MODEL_DIMS + ("image",) + MAP_DIMS
 #: Bytes of float64 working data per block of images (all models); a block is at least one image.
 BLOCK_BYTES = 8 * 2 ** 20
+
+
+NON_FINITE_MAPS = ("the maps themselves are not finite (the cube leaves out models it has not computed), as an "
+                   "attribution method's parameters (e.g. epsilon = 0) or a model's non-finite weights make them; "
+                   "recompute those maps with other parameters, or leave those models out")
+"""What NaN or Inf relevance of a computed model means, and what to do, for the analyses' error messages."""
 
 
 class AnalysisError(LRPFacesError, ValueError):
@@ -46,6 +53,17 @@ def check_count(value: Any, name: str, low: int = 0, error: type[Exception] = An
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def check_device(device: Any, error: type[Exception] = AnalysisError) -> torch.device | None:
+    """``device`` as a :class:`torch.device` (None stays None: the models stay where they are)."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise error(f"device must be a torch.device or a name such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") \
+            from None
 
 
 def check_relevance(cube: Any, name: str = "cube") -> xr.DataArray:
@@ -154,8 +172,8 @@ def read_blocks(relevance: xr.DataArray, models: CubeModels, block_size: int | N
             model, image = np.argwhere(~finite)[0]
             bad = [models.ids[row] for row in np.flatnonzero(~finite.all(1))]
             raise AnalysisError(f"{name}.relevance has NaN or Inf values for model(s) {bad[:10]}, e.g. model "
-                                f"{models.ids[model]} on image {str(relevance['image'].values[block][image])!r}; "
-                                "an incomplete cube? Recompute those maps or drop the models")
+                                f"{models.ids[model]} on image {str(relevance['image'].values[block][image])!r}: "
+                                f"{NON_FINITE_MAPS}")
         yield block, maps
 
 

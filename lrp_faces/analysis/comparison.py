@@ -12,11 +12,13 @@ from tqdm.auto import tqdm
 
 from .. import methods as method_registry
 from ..attribution import attribute, check_images
+from ..errors import LRPFacesError
 from ..cube._compute import load_images, task_labels
 from ..masking import curves
 from ..methods import Method
 from ..zoo import ModelSpec
-from ._common import AnalysisError, AnalysisTypeError, check_confidence, check_count, ignore_empty_means
+from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count, check_device,
+                      ignore_empty_means)
 from ._statistics import bootstrap_mean
 from .regions import mass_and_rank_accuracy, task_masks
 
@@ -62,7 +64,12 @@ def _resolve_methods(methods: Any, method_params: Any) -> list[Method]:
                                     "give it method_params")
             resolved.append(method)
         else:
-            resolved.append(method_registry.get(name, **method_params.get(name, {})))
+            try:
+                resolved.append(method_registry.get(name, **method_params.get(name, {})))
+            except LRPFacesError:
+                raise
+            except (ValueError, TypeError) as error:  # the method's own checks of its parameters
+                raise AnalysisError(f"method_params[{name!r}]: {error}") from None
     return resolved
 
 
@@ -92,7 +99,7 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
                       fractions: Sequence[float] = COMPARISON_FRACTIONS, order: str = "morf", fill: str = "mean",
                       patch: int = 1, batch_size: int = 16, masking_batch_size: int | None = None,
                       contrastive: bool = True, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                      progress: bool = False) -> xr.Dataset:
+                      device: str | torch.device | None = None, progress: bool = False) -> xr.Dataset:
     """Compare attribution methods on the same models and images: ground-truth metrics and self-masking AOPC.
 
     For every model and method, the maps of the model's true classes are computed with
@@ -125,6 +132,9 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
         Explain and score ``z_c - mean_{j != c} z_j`` (default) instead of the logit.
     n_bootstrap, confidence, seed
         Percentile bootstrap over images of the per-image mean over models.
+    device : str or torch.device, optional
+        Where the models run (each is moved there once, in place); default: where each model is. Batches of
+        images move there; results come back to the CPU.
     progress : bool
         Show a progress bar over models x methods.
 
@@ -150,6 +160,7 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     specs = _resolve_models(zoo, models)
     n_bootstrap, confidence = check_count(n_bootstrap, "n_bootstrap"), check_confidence(confidence)
     seed = check_count(seed, "seed")
+    device = check_device(device)
     if not callable(getattr(dataset, "labels", None)) or not hasattr(dataset, "__len__"):
         raise AnalysisTypeError(f"dataset must have labels(task) and a length (e.g. SyntheticFaces), got "
                                 f"{type(dataset).__name__}")
@@ -171,6 +182,8 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
               disable=not progress) as bar:
         for model_index, spec in enumerate(specs):
             model = zoo[spec]
+            if device is not None:
+                model.to(device)
             labels = task_labels(dataset, spec.task, count)
             for method_index, method in enumerate(resolved):
                 bar.set_postfix(model=str(spec), method=method.name)

@@ -55,12 +55,18 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
         raise HumanRatingsError(f"{path} is not a file; expected a CSV of human dissimilarities")
     try:
         text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise HumanRatingsError(f"{path}: is not UTF-8 text ({error}); expected a CSV file saved as UTF-8 (a binary "
+                                f"file, or text in another encoding, cannot be read)") from None
+    except OSError as error:
+        raise HumanRatingsError(f"{path}: cannot be read: {error}") from None
+    if "\x00" in text:
+        raise HumanRatingsError(f"{path}: contains NUL bytes, so it is a binary file, not a CSV text file")
+    try:
         reader = csv.reader(io.StringIO(text, newline=""))
         rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise HumanRatingsError(f"{path}: cannot read it as a UTF-8 CSV file (corrupt or binary?): {error}") from error
-    if "\x00" in text:
-        raise HumanRatingsError(f"{path}: contains NUL bytes; expected a UTF-8 CSV text file (corrupt or binary?)")
+    except csv.Error as error:
+        raise HumanRatingsError(f"{path}, line {reader.line_num}: not valid CSV: {error}") from None
     rows = [(line, row) for line, row in rows if any(row)]
     if not rows:
         raise HumanRatingsError(f"{path} is empty; expected a CSV of human dissimilarities")

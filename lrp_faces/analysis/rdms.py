@@ -7,7 +7,7 @@ relevance cube, ready for :func:`lrp_faces.analysis.compare_with_humans`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..masking import MODEL_DIMS, perturbed_batches
+from ..module_state import evaluation_mode
 from ..zoo import ModelSpec
-from ._common import check_choice, check_relevance, cube_models
+from ._common import NON_FINITE_MAPS, check_choice, check_device, check_relevance, cube_models
 from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, few, id_positions, unit_vectors
 
 __all__ = ["model_rdms", "rdm_from_features", "penultimate_features", "RDM_KINDS"]
@@ -72,37 +73,49 @@ def rdm_from_features(features: Any, image_ids: Sequence) -> xr.DataArray:
                         attrs={"long_name": "1 - Pearson correlation between images", "units": "1"})
 
 
-def _classifier_output_layer(model: nn.Module) -> nn.Linear:
-    classifier = getattr(model, "classifier", None)
-    if not isinstance(classifier, nn.Sequential) or not len(classifier) or not isinstance(classifier[-1], nn.Linear):
-        raise RSATypeError(f"the model must have a .classifier nn.Sequential ending in nn.Linear (a VGG), got "
-                           f"{type(model).__name__} with classifier {type(classifier).__name__}")
-    return classifier[-1]
-
-
 def penultimate_features(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """The input of the model's last Linear (``model.classifier[-1]``) for each image, via a forward hook.
+    """The input of the model's last Linear for each image: ``model.penultimate(images)``.
 
-    Runs in evaluation mode without gradients (the model's mode is restored). Returns float64 (N, D).
+    Models of :func:`lrp_faces.vgg16` and the checkpoints have :meth:`~lrp_faces.models.NormalizedVGG.penultimate`;
+    another VGG-like model (a ``classifier`` ``nn.Sequential`` ending in ``nn.Linear``) gives the input of
+    ``model.classifier[-1]``, captured by a forward hook. Runs in evaluation mode without gradients on the model's
+    device (the model's modes are restored, see :func:`lrp_faces.module_state.evaluation_mode`).
+
+    Returns
+    -------
+    numpy.ndarray (N, D) float64
     """
-    layer = _classifier_output_layer(model)
+    penultimate = getattr(model, "penultimate", None)
+    if not callable(penultimate):
+        penultimate = _hooked_penultimate(model)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else images.device
     dtype = parameter.dtype if parameter is not None else images.dtype
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size].to(device=device, dtype=dtype))
-    finally:
-        handle.remove()
-        model.train(training)
-    if not captured:
-        return np.zeros((0, layer.in_features))
-    return torch.cat(captured).flatten(1).cpu().double().numpy()
+    with evaluation_mode(model), torch.no_grad():
+        batches = [penultimate(images[start:start + batch_size].to(device=device, dtype=dtype)).flatten(1).cpu()
+                   for start in range(0, len(images), batch_size)]
+    if not batches:
+        return np.zeros((0, 0))
+    return torch.cat(batches).double().numpy()
+
+
+def _hooked_penultimate(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``penultimate(images)`` of a VGG-like model without one: the input of ``model.classifier[-1]``."""
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Sequential) or not len(classifier) or not isinstance(classifier[-1], nn.Linear):
+        raise RSATypeError(f"the model must have a penultimate(images) method (lrp_faces.vgg16 models do) or a "
+                           f".classifier nn.Sequential ending in nn.Linear (a VGG), got {type(model).__name__} with "
+                           f"classifier {type(classifier).__name__}")
+
+    def penultimate(images: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = classifier[-1].register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+        try:
+            model(images)
+        finally:
+            handle.remove()
+        return captured[0]
+    return penultimate
 
 
 def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torch.Tensor:
@@ -127,7 +140,7 @@ def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torc
 
 def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None,
                kinds: Sequence[str] = RDM_KINDS, fraction: float = 0.1, batch_size: int = 64,
-               progress: bool = False) -> xr.DataArray:
+               device: str | torch.device | None = None, progress: bool = False) -> xr.DataArray:
     """RDMs (``1 - Pearson`` between images) of every model of a cube, from features, maps or both.
 
     Parameters
@@ -141,12 +154,14 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
     kinds : sequence of {"features", "relevance", "decision_weighted"}
         ``features``: the input of the last Linear of ``model.classifier``; ``relevance``: the cube's maps;
         ``decision_weighted``: features of the images with only the top ``fraction`` of pixels by the model's own
-        map kept and the rest filled with the images' mean colour (:func:`lrp_faces.masking.perturb` with
-        ``mode="keep"``, hiding ``round((1 - fraction) * H * W)`` pixels).
+        map kept and the rest filled with the images' mean colour (:func:`lrp_faces.masking.perturb` hiding the
+        least relevant ``round((1 - fraction) * H * W)`` pixels).
     fraction : float
         Share of pixels kept for ``decision_weighted``, in (0, 1].
     batch_size : int
         Images per forward pass.
+    device : str or torch.device, optional
+        Where the models run (each is moved there once, in place); default: where each model is.
     progress : bool
         Show a progress bar over models.
 
@@ -165,6 +180,7 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
         raise RSAError(f"fraction must be a share of pixels in (0, 1], got {fraction!r}")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise RSAError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = check_device(device, RSAError)
     ids = [str(image_id) for image_id in relevance.image.values]
     specs = cube_models(cube, relevance).specs  # computed models only (ragged cubes)
     needs_models = any(kind != "relevance" for kind in kinds)
@@ -184,6 +200,8 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
         where = tuple(position[dim][str(getattr(spec, dim))] for dim in MODEL_DIMS)
         maps = np.asarray(relevance.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed).values)
         model = zoo[spec] if needs_models else None
+        if model is not None and device is not None:
+            model.to(device)
         for k, kind in enumerate(kinds):
             values[where + (k,)] = _model_rdm(kind, spec, maps, model, images, ids, fraction, batch_size)
     coords = {dim: relevance[dim].values for dim in MODEL_DIMS}
@@ -201,10 +219,10 @@ def _model_rdm(kind: str, spec: ModelSpec, maps: np.ndarray, model: nn.Module | 
     if kind == "features":
         return rdm_from_features(penultimate_features(model, images, batch_size), ids).values
     if not np.isfinite(maps).all():
-        raise RSAError(f"the relevance of {spec} contains NaN or Inf values (an incomplete cube?)")
+        raise RSAError(f"the relevance of {spec} has NaN or Inf values: {NON_FINITE_MAPS}")
     features = None
-    for batch in perturbed_batches(images, torch.from_numpy(maps), fractions=(1.0 - float(fraction),), order="morf",
-                                   fill="mean", mode="keep", batch_size=batch_size):
+    for batch in perturbed_batches(images, torch.from_numpy(maps), fractions=(1.0 - float(fraction),), order="lerf",
+                                   fill="mean", mode="remove", batch_size=batch_size):
         rows = penultimate_features(model, batch.images, batch_size)
         if features is None:
             features = np.empty((len(ids), rows.shape[1]))

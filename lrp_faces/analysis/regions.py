@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ._common import (AnalysisError, AnalysisTypeError, check_block_size, check_confidence, check_count,
+from ._common import (AnalysisError, AnalysisTypeError, CubeModels, check_block_size, check_confidence, check_count,
                       check_relevance, cube_models, image_ids, read_blocks, top_membership)
 from ._statistics import bootstrap_mean
 
@@ -206,12 +206,9 @@ def region_relevance(cube: xr.Dataset, regions: Any, region_names: Sequence[str]
     AnalysisTypeError
         ``cube`` or ``regions`` of the wrong type.
     """
-    relevance = check_relevance(cube)
-    n_bootstrap, confidence, seed, block_size = _check_statistics(n_bootstrap, confidence, seed, block_size)
-    images = image_ids(relevance)
-    shape = (relevance.sizes["y"], relevance.sizes["x"])
+    relevance, images, shape, models, (n_bootstrap, confidence, seed, block_size) = _checked_inputs(
+        cube, n_bootstrap, confidence, seed, block_size)
     labels, names = _region_labels(regions, region_names, images, shape)
-    models = cube_models(cube, relevance)
     count, size, pixels = len(images), len(models.specs), shape[0] * shape[1]
     shares = np.empty((size, count, len(names)))
     densities = np.empty((size, count, len(names)))
@@ -263,9 +260,15 @@ def _one_hot(labels: np.ndarray, regions: int) -> np.ndarray:
     return np.eye(regions)[labels]
 
 
-def _check_statistics(n_bootstrap, confidence, seed, block_size) -> tuple[int, float, int, int | None]:
-    return (check_count(n_bootstrap, "n_bootstrap"), check_confidence(confidence), check_count(seed, "seed"),
-            check_block_size(block_size))
+def _checked_inputs(cube: Any, n_bootstrap: Any, confidence: Any, seed: Any, block_size: Any) \
+        -> tuple[xr.DataArray, list[str], tuple[int, int], CubeModels, tuple[int, float, int, int | None]]:
+    """The cube's checked relevance, image ids, map shape and computed models, and the checked statistics'
+    settings ``(n_bootstrap, confidence, seed, block_size)``."""
+    relevance = check_relevance(cube)
+    statistics = (check_count(n_bootstrap, "n_bootstrap"), check_confidence(confidence), check_count(seed, "seed"),
+                  check_block_size(block_size))
+    return (relevance, image_ids(relevance), (relevance.sizes["y"], relevance.sizes["x"]),
+            cube_models(cube, relevance), statistics)
 
 
 # ---------------------------------------------------------------------------------------------------- ground truth
@@ -334,19 +337,13 @@ def ground_truth(cube: xr.Dataset, masks: Any, n_bootstrap: int = 1000, confiden
 
     Parameters
     ----------
-    cube : xarray.Dataset
-        A relevance cube; read one block of images at a time. Models a ragged cube did not compute are NaN.
+    cube, n_bootstrap, confidence, seed, progress, block_size
+        As for :func:`region_relevance`.
     masks
         Ground truth per task: a mapping ``task -> masks``, each boolean (N, H, W) in the cube's image order, (H, W)
         shared by all images, or an xarray.DataArray (image, y, x) matched by image id; or a dataset with
         ``task_mask(task)`` and ``image_ids`` such as :class:`~lrp_faces.faces.SyntheticFaces`. Every task of the
         cube's models is needed.
-    n_bootstrap, confidence, seed
-        Percentile bootstrap over images.
-    progress : bool
-        Show a progress bar over blocks of images.
-    block_size : int, optional
-        Images per block (see :func:`similarity`).
 
     Returns
     -------
@@ -363,11 +360,8 @@ def ground_truth(cube: xr.Dataset, masks: Any, n_bootstrap: int = 1000, confiden
     AnalysisTypeError
         ``cube`` or ``masks`` of the wrong type.
     """
-    relevance = check_relevance(cube)
-    n_bootstrap, confidence, seed, block_size = _check_statistics(n_bootstrap, confidence, seed, block_size)
-    images = image_ids(relevance)
-    shape = (relevance.sizes["y"], relevance.sizes["x"])
-    models = cube_models(cube, relevance)
+    relevance, images, shape, models, (n_bootstrap, confidence, seed, block_size) = _checked_inputs(
+        cube, n_bootstrap, confidence, seed, block_size)
     tasks = sorted({spec.task for spec in models.specs})
     truth = task_masks(masks, tasks, images, shape)
     task_of_model = np.array([tasks.index(spec.task) for spec in models.specs])

@@ -5,9 +5,26 @@ The comparison statistics. :func:`rsa` correlates the upper triangles of a model
 several raters it adds the noise ceiling of Nili et al. (2014). :func:`compare_with_humans` does this for every
 model and kind of RDM at once, with the same permutations and resamples.
 
->>> human = load_human_rdm("ratings.csv", image_ids=cube.image.values)               # doctest: +SKIP
->>> rdms = model_rdms(cube, zoo, dataset)                                            # doctest: +SKIP
->>> result = compare_with_humans(rdms, human)                                        # doctest: +SKIP
+Six synthetic faces, their parameter-space distances as a stand-in for human ratings (a study reads real ones with
+:func:`~lrp_faces.analysis.load_human_rdm`), and a cube of two models' (random) maps:
+
+>>> import numpy as np, xarray as xr
+>>> from lrp_faces.analysis import compare_with_humans, model_rdms, rsa, stand_in_human_rdm
+>>> from lrp_faces.faces import synthetic_faces
+>>> faces = synthetic_faces(3, 2, size=32)
+>>> human = stand_in_human_rdm(faces)
+>>> maps = np.random.default_rng(0).normal(size=(1, 1, 2, 6, 32, 32))
+>>> cube = xr.Dataset({"relevance": (("pretraining", "task", "seed", "image", "y", "x"), maps)},
+...                   coords={"pretraining": ["faces"], "task": ["gender"], "seed": [0, 1],
+...                           "image": faces.image_ids})
+>>> rdms = model_rdms(cube, kinds=("relevance",))  # features need the models: model_rdms(cube, zoo, faces)
+>>> result = compare_with_humans(rdms, human, n_permutations=99, n_bootstrap=50)
+>>> result.correlation.dims
+('pretraining', 'task', 'seed', 'kind')
+>>> one = rsa(rdms.sel(pretraining="faces", task="gender", seed=0, kind="relevance"), human, n_permutations=99,
+...           n_bootstrap=50)
+>>> bool(one.correlation == result.correlation.sel(seed=0, kind="relevance")), one.n_images
+(True, 6)
 """
 from __future__ import annotations
 

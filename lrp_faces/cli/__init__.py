@@ -1,11 +1,13 @@
 """The ``lrp-faces`` command: the offline demo, studies declared in TOML, their steps, reports and file summaries.
 
 Exit status 0 on success, 2 on usage errors (click's), 1 on failures, with a one-line cause (``--debug`` shows the
-traceback instead).
+traceback instead). A failure that is the user's to fix (:func:`is_user_error`: a package error, a path that is
+missing or not allowed, a full disk) is its message; any other is a bug, reported as an internal error.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -15,11 +17,19 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..errors import LRPFacesError
 
 META = "lrp_faces.cli."
-DOMAIN_ERRORS = (ValueError, TypeError, OSError)
-"""Errors that are the user's to fix (bad input, missing files; the package's own errors subclass ValueError or
-TypeError); others, KeyError and IndexError included, are reported as internal."""
+PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""The operating system's errors about a path the user gave: theirs to fix, like every :class:`LRPFacesError`."""
+FULL_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is the user's to fix: a package error (:class:`~lrp_faces.errors.LRPFacesError`), an error
+    about a path they gave (:data:`PATH_ERRORS`) or a full disk; anything else is a bug, reported as internal."""
+    return isinstance(error, (LRPFacesError,) + PATH_ERRORS) or (
+        isinstance(error, OSError) and error.errno in FULL_DISK)
 
 
 def _flag(name: str):
@@ -67,7 +77,7 @@ def _describe(error: BaseException) -> str:
         message = str(error.args[0])
     else:
         message = str(error) or type(error).__name__
-    if isinstance(error, DOMAIN_ERRORS):
+    if is_user_error(error):
         return _one_line(message)
     return _one_line(f"{type(error).__name__}: {message} (an internal error; rerun with --debug for the traceback)")
 
@@ -181,9 +191,9 @@ def demo(out: Path | None, quick: bool, cache_dir: Path | None, threads: int | N
     Trains or loads the demo zoo (2 pretrainings x 2 tasks x 3 seeds), computes the cube, the masking benchmark
     and the analyses, writes the report, and prints a short summary. A rerun skips the finished steps.
     """
+    from .demo import demo_study
     from .runner import StudyRun
-    from .study import Study
-    study = Study.demo(quick=quick, cache_dir=cache_dir)
+    study = demo_study(quick=quick, cache_dir=cache_dir)
     out = out if out is not None else Path(f"lrp-faces-{study.name}")
     _log(f"lrp-faces demo{' --quick' if quick else ''}: results in {out} (a rerun skips finished steps)")
     with _torch_threads(_threads_for(study, threads)):

@@ -31,6 +31,20 @@ def _short(value, width: int = ATTR_WIDTH) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+NETCDF_SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02", b"CDF\x05")
+"""The first bytes of an HDF5 (NetCDF4) file and of the classic NetCDF formats."""
+
+
+def _netcdf_signature(path: Path) -> bool:
+    """Whether the file starts like a NetCDF file (so that one that cannot be read is damaged, not something else)."""
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+    except OSError:
+        return False
+    return start.startswith(NETCDF_SIGNATURES)
+
+
 def _cube_files(directory: Path) -> list[Path]:
     """The complete model files of a cube directory (temporary files are hidden, ``.name.nc.tmp``)."""
     return sorted(path for path in directory.glob("*.nc") if path.is_file() and not path.name.startswith("."))
@@ -159,6 +173,8 @@ def describe(path: str | Path) -> list[str]:
     try:
         attrs = read_attributes(path, verify=False)
     except NetCDFFileError:
+        if path.suffix == ".nc" or _netcdf_signature(path):
+            raise  # a damaged or truncated NetCDF file: the message names it and says what to do
         raise StudyError(f"{str(path)!r} is not a NetCDF file, a directory or a study TOML; expected a cube, a "
                          f"result .nc file, a results directory or a .toml study") from None
     if attrs.get("cube_format") == cubes.FORMAT:

@@ -1,7 +1,40 @@
 """Running a study step by step into a results directory, resuming where a previous run stopped.
 
->>> run = StudyRun(Study.from_toml("study.toml"), "results")                       # doctest: +SKIP
->>> run.all()                                                                     # doctest: +SKIP
+Two tiny (untrained) checkpoints, a study file that uses them on six synthetic faces, and its first two steps:
+
+>>> import pathlib, tempfile
+>>> import lrp_faces
+>>> from lrp_faces.zoo import ModelSpec
+>>> scratch = tempfile.TemporaryDirectory()
+>>> folder = pathlib.Path(scratch.name)
+>>> for task, classes in (("gender", 2), ("identity", 3)):
+...     model = lrp_faces.vgg16(num_classes=classes, width=1 / 16, classifier_width=8, pool_size=1)
+...     _ = lrp_faces.models.save_model(model, folder / f"{task}.pt", spec=ModelSpec("faces", task, 0))
+>>> _ = (folder / "study.toml").write_text('''
+... [zoo]
+... image_size = 32
+... models = [{pretraining = "faces", task = "gender", seed = 0, path = "gender.pt"},
+...           {pretraining = "faces", task = "identity", seed = 0, path = "identity.pt"}]
+... [dataset]
+... kind = "synthetic"
+... identities = 3
+... images_per_identity = 2
+... [masking]
+... fractions = [0.0, 0.5]
+... n_bootstrap = 10
+... n_permutations = 10
+... ''')
+>>> run = StudyRun(Study.from_toml(folder / "study.toml"), folder / "results", progress=False, log=lambda line: None)
+>>> run.attribute().relevance.sizes["image"]
+6
+>>> run.mask().name
+'masking.nc'
+>>> sorted(path.name for path in run.out.iterdir())
+['cube', 'masking.nc', 'masking_lerf.nc', 'study.json']
+>>> scratch.cleanup()
+
+:meth:`StudyRun.all` runs every step (``lrp-faces run STUDY.toml`` from the command line); a rerun skips the steps
+whose files hold the same settings.
 
 Steps and their files: ``attribute`` -> ``cube/`` (resumed model by model by
 :func:`lrp_faces.cube.compute`), ``mask`` -> ``masking.nc`` and ``masking_lerf.nc``, ``analyze`` ->
@@ -12,7 +45,6 @@ changed.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -21,7 +53,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +63,8 @@ from tqdm.auto import tqdm
 
 from .. import cube as cubes
 from .. import masking
+from ..errors import LRPFacesError
+from ..files import versions, write_text_atomic
 from ..faces import FaceDataset, synthetic_faces
 from ..zoo import ModelSpec, default_cache_dir, demo_study_data
 from .study import STEP_ATTR, Study, StudyError, result_attrs, write_result
@@ -40,11 +73,8 @@ __all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spac
 
 RESULT_FILES = {"masking": "masking.nc", "masking_lerf": "masking_lerf.nc", "similarity": "similarity.nc",
                 "regions": "regions.nc", "methods": "methods.nc", "rsa": "rsa.nc"}
-CURVES_SETTINGS = ("fractions", "fill", "patch", "mode", "seed", "blur_sigma", "road_noise", "batch_size")
-"""The ``[masking]`` settings that :func:`lrp_faces.masking.own_map_curves` shares with the generalisation step."""
 CUBE_DIR = "cube"
 STUDY_JSON = "study.json"
-VERSIONED = ("lrp-faces", "torch", "torchvision", "zennit", "numpy", "scipy", "xarray", "netCDF4")
 
 
 class StepError(StudyError):
@@ -150,16 +180,6 @@ def settings_changes(recorded: Any, wanted: Any, limit: int = 4) -> str:
 def _short(value: Any, width: int = 40) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0]}
-    for package in VERSIONED:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:  # pragma: no cover - e.g. a source tree
-            found[package] = "unknown"
-    return found
 
 
 def _clock() -> tuple[float, float]:
@@ -313,10 +333,11 @@ class StudyRun:
             return masking.generalization(selected, self.zoo, self.data, progress=self.progress,
                                           **settings.arguments())
         path = self._step("masking", step, compute)
-        if settings.order == "lerf":
+        if settings.config.order == "lerf":
             self.log("masking_lerf: skipped; the generalisation step already masks least relevant first (LeRF)")
         else:
-            shared = {key: value for key, value in step["masking"].items() if key in CURVES_SETTINGS + ("max_images",)}
+            shared = {key: value for key, value in step["masking"].items()
+                      if key in self._curves_settings(settings) or key == "max_images"}
             self._step("masking_lerf", {**step, "masking": shared, "self_masking_order": "lerf"},
                        lambda: self.self_masking(cube, "lerf"))
         self.write_study_json(cube)
@@ -326,14 +347,20 @@ class StudyRun:
         """Every model of the cube masked by its own maps in ``order`` (:func:`lrp_faces.masking.own_map_curves`).
 
         The same images (``max_images`` of the cube's, evenly spaced) and ``[masking]`` settings as the
-        generalisation step (:data:`CURVES_SETTINGS`): a LeRF run costs about one generalisation source's forward
-        passes per model, 1/(S + 1) of that step for S models.
+        generalisation step (the config's but ``order``, and ``batch_size``): a LeRF run costs about one
+        generalisation source's forward passes per model, 1/(S + 1) of that step for S models.
         """
         settings = self.study.masking
         selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
-        arguments = {key: value for key, value in dataclasses.asdict(settings).items() if key in CURVES_SETTINGS}
         return masking.own_map_curves(selected, self.zoo, self.data, order=order, progress=self.progress,
-                                      **arguments)
+                                      **self._curves_settings(settings))
+
+    @staticmethod
+    def _curves_settings(settings) -> dict:
+        """The ``[masking]`` settings that :func:`lrp_faces.masking.own_map_curves` shares with the generalisation
+        step: the config's but ``order``, and ``batch_size``."""
+        shared = {key: value for key, value in settings.config.to_dict().items() if key != "order"}
+        return {**shared, "batch_size": settings.batch_size}
 
     def analyze(self, only: tuple[str, ...] | None = None, cube: xr.Dataset | None = None) -> list[Path]:
         """The analyses of the study (or ``only`` these), each to its own file."""
@@ -392,7 +419,7 @@ class StudyRun:
             data = data.subset(evenly_spaced(len(data), settings.get("max_images")))
             return analysis.method_comparison(self.zoo, data, models=models, progress=self.progress, **arguments)
         step = self._analysis_settings("methods", None)
-        step["dataset"] = self.study.dataset.to_dict()
+        step["dataset"] = self.study.dataset.fingerprint()
         step["result_format"] = 2  # 2: the methods' dim is attribution_method (files of format 1 are recomputed)
         return self._step("methods", step, compute)
 
@@ -458,11 +485,7 @@ class StudyRun:
                   "settings": self.study.to_dict(), "zoo": self._zoo_table(cube, previous.get("zoo")),
                   "human_source": self._human_source(), "versions": versions(), "timings": timings,
                   "results": self._results(), "created": previous.get("created", _now()), "updated": _now()}
-        self.out.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        return write_text_atomic(path, json.dumps(record, indent=1, default=str) + "\n")
 
     def _zoo_table(self, cube: xr.Dataset | None, previous: Any) -> list[dict]:
         if cube is None:
@@ -510,5 +533,5 @@ def _checkpoint_info(entry) -> dict:
     from ..models import read_checkpoint_info
     try:
         return dict(read_checkpoint_info(entry.path).get("metadata") or {})
-    except (ValueError, OSError, KeyError, TypeError):
+    except (LRPFacesError, OSError):  # a damaged or unreadable checkpoint: study.json goes without its metadata
         return {}

@@ -1,7 +1,11 @@
 """A study declared in TOML: its models, data, method, masking and analyses (and, re-exported, its result files).
 
->>> study = Study.from_toml("benchmarks/suites/demo.toml")                          # doctest: +SKIP
->>> study.masking.fractions                                                         # doctest: +SKIP
+A study file parsed (:meth:`Study.from_toml` reads one from disk); the demo zoo is trained only when a step needs it:
+
+>>> study = Study.from_dict({"zoo": {"demo": "quick"}, "dataset": {"kind": "demo"},
+...                          "masking": {"fractions": [0.0, 0.1, 0.3], "fill": "blur"}})
+>>> study.masking.config.fractions, study.masking.config.fill, study.masking.n_bootstrap
+((0.0, 0.1, 0.3), 'blur', 1000)
 
 Every key of the file is checked when it is read: a missing key, a value of the wrong type or an unknown key raises
 :class:`StudyError` naming the file, the table and the key, and saying what was expected. The schema is in
@@ -12,35 +16,55 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import tomllib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import methods as method_registry
-from ..masking import DEFAULT_FRACTIONS, FILLS, MODES, MaskingConfig, MaskingError
+from ..masking import MaskingConfig, MaskingError, MaskingTypeError
 from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError, demo_zoo
-from ..toml_tables import TomlTable
+from ..toml_tables import TomlTable, read_toml
 from ._toml import StudyError, study_table, built, check_params
 from ..netcdf import plain as _plain
 from .results import STEP_ATTR, read_result, result_attrs, write_result
 
 __all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings", "MaskingSettings",
-           "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DEMO_ZOOS", "write_result", "read_result",
-           "result_attrs", "STEP_ATTR"]
+           "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DATASET_SETTINGS", "DEMO_ZOOS", "write_result",
+           "read_result", "result_attrs", "STEP_ATTR"]
 
 ANALYSES = ("similarity", "regions", "methods", "rsa")
 """The analyses of a study, in the order they run; each writes ``<name>.nc``."""
-DATASET_KINDS = ("demo", "synthetic", "manifest", "celeba", "folders")
+DATASET_SETTINGS = {
+    "demo": ("kind", "max_images", "labels"),
+    "synthetic": ("kind", "identities", "images_per_identity", "seed", "nuisance", "image_size", "max_images",
+                  "labels"),
+    "manifest": ("kind", "path", "image_root", "image_size", "max_images", "on_error", "check", "labels"),
+    "celeba": ("kind", "path", "split", "image_size", "max_images", "on_error", "check", "labels"),
+    "folders": ("kind", "path", "image_size", "max_images", "on_error", "check", "labels"),
+}
+"""The ``[dataset]`` keys of each kind (the demo's faces are the demo zoo's)."""
+DATASET_KINDS = tuple(DATASET_SETTINGS)
 DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
 LABELS = ("identity", "gender")
+MIN_IMAGE_SIZE = 32
+"""The smallest image side a VGG-16 takes: its five 2 x 2 max-pools halve it five times."""
 SCORES = ("output", "probability")
 
 
 def _method_init(name: str) -> Callable:
     """The constructor of the registered method ``name``, whose keyword arguments are its parameters."""
     return type(method_registry.get(name)).__init__
+
+
+def _checked_method(name: str, params: Mapping[str, Any], where: str):
+    """The registered method ``name`` made with ``params``; the method's own checks of them as a :class:`StudyError`
+    naming ``where``."""
+    try:
+        return method_registry.get(name, **params)
+    except (ValueError, TypeError) as error:  # a parameter's value out of its range, or of the wrong type
+        raise StudyError(f"{where}: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------------ settings
@@ -148,38 +172,44 @@ class DatasetSettings:
         return self.kind in ("demo", "synthetic")
 
     def to_dict(self) -> dict:
+        """The settings that apply to the dataset's kind (:data:`DATASET_SETTINGS`), as plain data."""
+        return {key: value for key, value in _plain(self).items() if key in DATASET_SETTINGS[self.kind]}
+
+    def fingerprint(self) -> dict:
+        """Every setting, those of other kinds at their defaults: what the methods step records about its images
+        (the same record as before :meth:`to_dict` held only the kind's settings, so earlier results stay valid)."""
         return _plain(self)
 
     @classmethod
     def from_table(cls, table: TomlTable, base: Path) -> "DatasetSettings":
         kind = table.get("kind", str, choices=DATASET_KINDS)
-        options: dict[str, Any] = {"kind": kind}
-        if kind == "synthetic":
-            options["identities"] = table.get("identities", int, 10, low=1)
-            options["images_per_identity"] = table.get("images_per_identity", int, 8, low=1)
-            options["seed"] = table.get("seed", int, 0, low=0)
-            options["nuisance"] = table.get("nuisance", float, 1.0)
-        if kind in ("manifest", "celeba", "folders"):
-            options["path"] = base / Path(table.get("path", str)).expanduser()
-            if not options["path"].exists():
-                raise StudyError(f"{table.key('path')}: {str(options['path'])!r} does not exist")
-            options["on_error"] = table.get("on_error", str, "raise", choices=("raise", "skip"))
-            options["check"] = table.get("check", str, "verify", choices=("verify", "load", "exists"))
-        if kind == "manifest":
-            root = table.get("image_root", str, None)
-            options["image_root"] = None if root is None else base / Path(root).expanduser()
-        if kind == "celeba":
-            options["split"] = table.get("split", str, None, choices=("train", "valid", "test"))
-        if kind != "demo":
-            options["image_size"] = table.get("image_size", int, None, low=16)
-        options["max_images"] = table.get("max_images", int, None, low=2)
+        applies = DATASET_SETTINGS[kind]
+        readers = {
+            "identities": lambda key: table.get(key, int, 10, low=1),
+            "images_per_identity": lambda key: table.get(key, int, 8, low=1),
+            "seed": lambda key: table.get(key, int, 0, low=0),
+            "nuisance": lambda key: table.get(key, float, 1.0),
+            "path": lambda key: base / Path(table.get(key, str)).expanduser(),
+            "image_root": lambda key: _optional_path(base, table.get(key, str, None)),
+            "split": lambda key: table.get(key, str, None, choices=("train", "valid", "test")),
+            "image_size": lambda key: table.get(key, int, None, low=MIN_IMAGE_SIZE),
+            "max_images": lambda key: table.get(key, int, None, low=2),
+            "on_error": lambda key: table.get(key, str, "raise", choices=("raise", "skip")),
+            "check": lambda key: table.get(key, str, "verify", choices=("verify", "load", "exists")),
+        }
+        options: dict[str, Any] = {key: reader(key) for key, reader in readers.items() if key in applies}
+        if "path" in options and not options["path"].exists():
+            raise StudyError(f"{table.key('path')}: {str(options['path'])!r} does not exist")
         labels = table.table("labels")
         for task in labels.data:
             labels.get(task, str, choices=LABELS)
         labels.finish()
-        options["labels"] = dict(labels.data)
         table.finish()
-        return cls(**options)
+        return cls(kind=kind, labels=dict(labels.data), **options)
+
+
+def _optional_path(base: Path, value: str | None) -> Path | None:
+    return None if value is None else base / Path(value).expanduser()
 
 
 @dataclass(frozen=True)
@@ -193,10 +223,7 @@ class AttributionSettings:
     contrastive: bool = True
 
     def __post_init__(self):
-        try:
-            method_registry.get(self.method, **self.params)
-        except (ValueError, TypeError) as error:
-            raise StudyError(f"[attribution]: {error}") from None
+        _checked_method(self.method, self.params, "[attribution]")
 
     def to_dict(self) -> dict:
         return _plain(self)
@@ -216,19 +243,14 @@ class AttributionSettings:
 class MaskingSettings:
     """``[masking]``: the generalisation benchmark (:func:`lrp_faces.masking.generalization`).
 
-    ``fractions``, ``order`` (``morf`` | ``lerf``), ``fill``, ``patch``, ``mode``, ``seed``, ``blur_sigma``,
-    ``road_noise``, ``score`` (``output`` | ``probability``), ``n_bootstrap``, ``n_permutations``, ``confidence``,
-    ``batch_size``; ``max_images`` uses that many of the cube's images, evenly spaced (default: all).
+    Every field of :class:`~lrp_faces.masking.MaskingConfig` is a key of the table (``fractions``, ``order``:
+    ``morf`` | ``lerf``, ``fill``, ``patch``, ``mode``, ``seed``, ``fill_value``, ``blur_sigma``, ``road_noise``),
+    held in :attr:`config`. The other keys are the study's: ``score`` (``output`` | ``probability``),
+    ``n_bootstrap``, ``n_permutations``, ``confidence``, ``batch_size``; ``max_images`` uses that many of the cube's
+    images, evenly spaced (default: all).
     """
 
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    order: str = "morf"
-    fill: str = "mean"
-    patch: int = 1
-    mode: str = "remove"
-    seed: int = 0
-    blur_sigma: float | None = None
-    road_noise: float = 0.01
+    config: MaskingConfig = field(default_factory=MaskingConfig)
     score: str = "output"
     n_bootstrap: int = 1000
     n_permutations: int = 1000
@@ -237,38 +259,37 @@ class MaskingSettings:
     max_images: int | None = None
 
     def __post_init__(self):
-        try:
-            config = MaskingConfig(self.fractions, self.order, self.fill, self.patch, self.mode, self.seed,
-                                   blur_sigma=self.blur_sigma, road_noise=self.road_noise)
-        except (MaskingError, TypeError) as error:
-            raise StudyError(f"[masking]: {error}") from None
-        if config.order == "random":
+        if not isinstance(self.config, MaskingConfig):
+            raise StudyError(f"[masking]: config must be a MaskingConfig, got {type(self.config).__name__}")
+        if self.config.order == "random":
             raise StudyError("[masking].order: expected 'morf' or 'lerf' (the random order is always the baseline)")
-        if not any(value > 0 for value in config.fractions):
-            raise StudyError(f"[masking].fractions: expected at least one fraction > 0, got {list(self.fractions)}")
+        if not any(value > 0 for value in self.config.fractions):
+            raise StudyError(f"[masking].fractions: expected at least one fraction > 0, got "
+                             f"{list(self.config.fractions)}")
+        if self.score not in SCORES:
+            raise StudyError(f"[masking].score: expected one of {list(SCORES)}, got {self.score!r}")
         if not 0 < self.confidence < 1:
             raise StudyError(f"[masking].confidence: expected a float in (0, 1), got {self.confidence!r}")
-        object.__setattr__(self, "fractions", config.fractions)
+
+    def study_settings(self) -> dict:
+        """The settings that are not the config's: ``score``, ``n_bootstrap``, ..., ``max_images``."""
+        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "config"}
 
     def arguments(self) -> dict:
-        """Keyword arguments of :func:`lrp_faces.masking.generalization`."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if key != "max_images"}
+        """Keyword arguments of :func:`lrp_faces.masking.generalization`: the config's fields and the study's
+        settings but ``max_images``."""
+        settings = self.study_settings()
+        del settings["max_images"]
+        return {**self.config.to_dict(), **settings}
 
     def to_dict(self) -> dict:
-        return _plain(self)
+        """The settings as one flat table, as in the study file."""
+        return _plain({**self.config.to_dict(), **self.study_settings()})
 
     @classmethod
     def from_table(cls, table: TomlTable) -> "MaskingSettings":
-        defaults = cls()
+        config = _masking_config(table)
         options = {
-            "fractions": table.array("fractions", float, defaults.fractions),
-            "order": table.get("order", str, "morf", choices=("morf", "lerf")),
-            "fill": table.get("fill", str, "mean", choices=FILLS),
-            "patch": table.get("patch", int, 1, low=1),
-            "mode": table.get("mode", str, "remove", choices=MODES),
-            "seed": table.get("seed", int, 0, low=0),
-            "blur_sigma": table.get("blur_sigma", float, None),
-            "road_noise": table.get("road_noise", float, 0.01),
             "score": table.get("score", str, "output", choices=SCORES),
             "n_bootstrap": table.get("n_bootstrap", int, 1000, low=0),
             "n_permutations": table.get("n_permutations", int, 1000, low=0),
@@ -277,7 +298,44 @@ class MaskingSettings:
             "max_images": table.get("max_images", int, None, low=2),
         }
         table.finish()
-        return built(table, cls, **options)
+        return built(table, cls, config, **options)
+
+
+def _masking_config(table: TomlTable) -> MaskingConfig:
+    """The :class:`~lrp_faces.masking.MaskingConfig` of the table's keys that are its fields.
+
+    Each key is read by its field's type and checked alone, so that an error names it, then all together.
+    """
+    hints = typing.get_type_hints(MaskingConfig)
+    values = {}
+    for name in (item.name for item in dataclasses.fields(MaskingConfig)):
+        if name not in table.data:
+            table.known.append(name)
+            continue
+        values[name] = _typed_value(table, name, hints[name])
+        try:
+            MaskingConfig(**{name: values[name]})
+        except (MaskingError, MaskingTypeError) as error:
+            message = str(error).removeprefix(f"{name} ")
+            raise StudyError(f"{table.key(name)}: {message}") from None
+    try:
+        return MaskingConfig(**values)
+    except (MaskingError, MaskingTypeError) as error:
+        raise StudyError(f"{table.where}: {error}") from None
+
+
+def _typed_value(table: TomlTable, key: str, hint: Any) -> Any:
+    """The value of ``key`` read as the TOML kind of a type hint: ``tuple[X, ...]`` an array of X, ``X | None`` an X,
+    ``Any`` as it is."""
+    if hint is Any:
+        table.known.append(key)
+        return table.data[key]
+    arguments = tuple(argument for argument in typing.get_args(hint) if argument is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return table.array(key, arguments[0])
+    if arguments:  # a union such as float | None
+        return table.get(key, arguments[0] if len(arguments) == 1 else arguments)
+    return table.get(key, hint)
 
 
 @dataclass(frozen=True)
@@ -346,7 +404,7 @@ class AnalysisSettings:
         own = ("max_images", "models", "method_params")
         check_params(analysis.method_comparison, {key: value for key, value in self.methods.items()
                                                   if key not in own},
-                     where("methods"), ("zoo", "dataset", "masks", "progress") + own)
+                     where("methods"), ("zoo", "dataset", "masks", "device", "progress") + own)
         table = study_table(self.methods, file, ("analysis", "methods"))
         table.known.extend(key for key in self.methods if key not in own)
         table.get("max_images", int, None, low=2)
@@ -361,9 +419,10 @@ class AnalysisSettings:
             if name not in method_registry.names():
                 raise StudyError(f"{parameters.where}: unknown method {name!r}; known methods are "
                                  f"{method_registry.names()}")
-            check_params(_method_init(name), parameters.table(name).data,
-                         where("methods", "method_params", name), ("self",))
-        rsa_functions = {analysis.model_rdms: ("cube", "zoo", "dataset", "progress"),
+            checked = check_params(_method_init(name), parameters.table(name).data,
+                                   where("methods", "method_params", name), ("self",))
+            _checked_method(name, checked, where("methods", "method_params", name))
+        rsa_functions = {analysis.model_rdms: ("cube", "zoo", "dataset", "device", "progress"),
                          analysis.compare_with_humans: ("model_rdms", "human_rdm", "human_source", "progress")}
         accepted = {name for function, reserved in rsa_functions.items()
                     for name in inspect.signature(function).parameters if name not in reserved}
@@ -385,7 +444,8 @@ class AnalysisSettings:
 @dataclass(frozen=True)
 class Study:
     """A whole study: ``[study]`` (``name``, ``out``), ``[zoo]``, ``[dataset]``, ``[attribution]``, ``[masking]``,
-    ``[analysis]`` and ``[report]`` (``enabled``). Read with :meth:`from_toml`; the demo is :meth:`demo`."""
+    ``[analysis]`` and ``[report]`` (``enabled``). Read with :meth:`from_toml`; the demo is
+    :func:`lrp_faces.cli.demo.demo_study`."""
 
     zoo: ZooSettings
     dataset: DatasetSettings = DatasetSettings()
@@ -418,14 +478,7 @@ class Study:
     def from_toml(cls, path: str | os.PathLike) -> "Study":
         """Read and check a study file; relative paths in it are relative to its folder."""
         path = Path(path)
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StudyError(f"study file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise StudyError(f"study file {str(path)!r} is a directory, not a TOML file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise StudyError(f"{str(path)!r} is not valid TOML: {error}") from None
+        document = read_toml(path, "study file", StudyError)
         return cls.from_dict(document, base=path.parent, name=path.name, source=path)
 
     @classmethod
@@ -454,9 +507,3 @@ class Study:
                        None if out is None else base / Path(out).expanduser(), source)
         except StudyError as error:
             raise StudyError(f"{name}: {error}") from None
-
-    @classmethod
-    def demo(cls, quick: bool = False, cache_dir: str | os.PathLike | None = None) -> "Study":
-        """The offline demo (``lrp-faces demo``), sized to run in minutes on two CPU cores; ``quick`` for CI."""
-        from .demo import demo_study
-        return demo_study(quick, cache_dir)

@@ -13,6 +13,7 @@ from ..analysis import METHOD_DIM
 from ..masking import MODEL_DIMS
 from ..formatting import RELATION_LABELS
 from .study import read_result
+from .results import ResultFileError
 
 GROUND_TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy")
 
@@ -130,7 +131,12 @@ def summary_lines(results_dir: str | Path) -> list[str]:
                            ("methods.nc", best_method_lines), ("rsa.nc", rsa_lines)):
         path = results_dir / name
         if path.is_file():
-            lines += describe(read_result(path))
+            try:
+                result = read_result(path)
+            except ResultFileError as error:  # one damaged file does not hide the others' summaries
+                lines.append(f"Not summarised: {error}")
+                continue
+            lines += describe(result)
     return lines
 
 
