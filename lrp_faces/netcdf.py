@@ -81,7 +81,7 @@ def _text(item: Any) -> str:
     return str(item)
 
 
-def _netcdf_ready(dataset: xr.Dataset) -> tuple[xr.Dataset, dict]:
+def _netcdf_ready(dataset: xr.Dataset, compress: bool = True) -> tuple[xr.Dataset, dict]:
     """Plain indexes, str instead of bytes, NetCDF-safe attributes; and the encoding with checksums and chars."""
     multi = [name for name, index in dataset.indexes.items() if isinstance(index, pd.MultiIndex)]
     if multi:
@@ -95,7 +95,7 @@ def _netcdf_ready(dataset: xr.Dataset) -> tuple[xr.Dataset, dict]:
             dataset[name] = variable.copy(data=values.reshape(variable.shape))
             options["dtype"] = "S1"
         if variable.ndim and variable.size:  # checksums need chunked storage, which scalars and empty arrays lack
-            options.update(fletcher32=True, zlib=True, complevel=1)
+            options.update(fletcher32=True, zlib=compress, complevel=1 if compress else None)
         encoding[name] = options
         dataset[name].attrs = {key: attribute_value(value) for key, value in variable.attrs.items()
                                if value is not None}
@@ -143,11 +143,13 @@ def verify_header(nc: netCDF4.Dataset, path: str | os.PathLike) -> None:
                               "digest; delete it and rerun the step that writes it")
 
 
-def write_dataset(dataset: xr.Dataset, path: str | os.PathLike, attrs: Mapping[str, Any] | None = None) -> Path:
+def write_dataset(dataset: xr.Dataset, path: str | os.PathLike, attrs: Mapping[str, Any] | None = None,
+                  compress: bool = True) -> Path:
     """Write ``dataset`` (with extra global ``attrs``) to a checksummed NetCDF4 file at ``path``, atomically.
 
     MultiIndexes are reset to plain coordinates; booleans and containers in attributes become ints and JSON. The
     file is complete or absent: it is written beside ``path`` under a temporary name and renamed when done.
+    ``compress=False`` skips zlib (for short-lived files written on a hot path; the checksums stay).
 
     Returns
     -------
@@ -157,7 +159,7 @@ def write_dataset(dataset: xr.Dataset, path: str | os.PathLike, attrs: Mapping[s
     if not isinstance(dataset, xr.Dataset):
         raise TypeError(f"write_dataset writes an xarray.Dataset, got {type(dataset).__name__}")
     path = Path(path)
-    ready, encoding = _netcdf_ready(dataset)
+    ready, encoding = _netcdf_ready(dataset, compress)
     for key, value in (attrs or {}).items():
         ready.attrs[key] = attribute_value(value)
     with atomic_path(path) as temporary:

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import select
 import signal
@@ -23,7 +24,8 @@ import xarray as xr
 
 import lrp_faces
 from lrp_faces import cube, methods
-from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError, blocks
+from lrp_faces.cube import CubeFileError, CubeInputError, CubeMismatchError
+from lrp_faces.errors import LRPFacesWarning
 from lrp_faces.faces import synthetic_faces
 from lrp_faces.models import save_model, weights_digest
 from lrp_faces.zoo import ModelSpec, Zoo, ZooEntry
@@ -229,11 +231,24 @@ class RecordingMethod(DEFAULT_METHOD):
         return super().explain(model, images, target, contrastive, first_index)
 
 
+UNITS = Path(".units") / "cube"
+"""Where a cube keeps its finished units (``<model>.<start>-<stop>.<digest>.nc``) until a model's file is assembled."""
+
+
 def block_files(directory: Path) -> dict:
-    """``{model name: [block file names]}`` under the cube's ``.blocks`` folder."""
-    folder = directory / ".blocks"
-    return {model.name: sorted(path.name for path in model.glob("*.nc"))
-            for model in sorted(folder.iterdir())} if folder.is_dir() else {}
+    """``{model name: ["<start>-<stop>", ...]}`` of the finished units in the cube's unit store."""
+    found = {}
+    for path in sorted((directory / UNITS).glob("*.nc")):
+        model, images, digest, _ = path.name.split(".")
+        assert re.fullmatch(r"[0-9a-f]{16}", digest), path.name
+        found.setdefault(model, []).append(images)
+    return found
+
+
+def unit_file(directory: Path, model: str, images: str) -> Path:
+    """The store file of one unit, e.g. ``unit_file(cube, "faces-gender-seed1", "4-8")``."""
+    (path,) = (directory / UNITS).glob(f"{model}.{images}.*.nc")
+    return path
 
 
 # models in compute order; with block_size=BATCH each has three blocks of one batch: images 0-3, 4-7 and 8-11
@@ -288,7 +303,7 @@ def test_compute_killed_mid_model_resumes_from_its_finished_blocks(zoo, faces, c
         process.wait(timeout=60)
     assert line.strip() == b"stalled", f"the run did not stall mid-model: {process.stderr.read().decode()}"
     assert sorted(path.name for path in directory.glob("*.nc")) == [f"{ORDER[0]}.nc"]
-    assert block_files(directory) == {ORDER[1]: ["0-4.nc", "4-8.nc"]}
+    assert block_files(directory) == {ORDER[1]: ["0-4", "4-8"]}
     before = mtimes(directory)
 
     recording = RecordingMethod()
@@ -296,46 +311,48 @@ def test_compute_killed_mid_model_resumes_from_its_finished_blocks(zoo, faces, c
                            progress=False)
     assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
     assert mtimes(directory)[f"{ORDER[0]}.nc"] == before[f"{ORDER[0]}.nc"]
-    assert not (directory / ".blocks").exists() and not list(directory.glob(".*.tmp"))
+    assert not (directory / UNITS).exists() and not list(directory.glob(".*.tmp"))
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
 
 
 def test_an_interrupted_compute_keeps_finished_blocks_and_resumes_from_them(zoo, faces, computed, tmp_path):
     directory = interrupted_cube(zoo, faces, tmp_path / "cube")
     assert sorted(path.name for path in directory.glob("*.nc")) == [f"{ORDER[0]}.nc"]
-    assert block_files(directory) == {ORDER[1]: ["0-4.nc", "4-8.nc"]}
+    assert block_files(directory) == {ORDER[1]: ["0-4", "4-8"]}
     assert not list(directory.glob(".*.tmp")), "the interrupted model file is removed"
     recording = RecordingMethod()
     resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
                            progress=False)
     assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
-    assert block_files(directory) == {} and not (directory / ".blocks").exists()
+    assert block_files(directory) == {} and not (directory / UNITS).exists()
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
 
 
-def test_a_block_file_holds_its_images_results_with_checksums_and_the_request_digest(zoo, faces, computed,
-                                                                                      tmp_path):
+def test_a_unit_file_holds_its_images_results_with_checksums_and_the_request_digest(zoo, faces, computed,
+                                                                                     tmp_path):
     directory = interrupted_cube(zoo, faces, tmp_path / "cube")
-    path = directory / ".blocks" / ORDER[1] / "4-8.nc"
+    path = unit_file(directory, ORDER[1], "4-8")
     block = xr.open_dataset(path, engine="netcdf4").load()
     spec = ModelSpec.parse(ORDER[1])
     expected = computed[1].sel(selection(spec)).isel(image=slice(4, 8))
     np.testing.assert_array_equal(block.relevance.values, expected.relevance.values)
     for name in ("output", "prediction", "label"):
         np.testing.assert_array_equal(block[name].values, expected[name].values)
-    assert (block.attrs["model"], block.attrs["start"], block.attrs["stop"]) == (ORDER[1], 4, 8)
-    assert len(block.attrs["request_sha256"]) == 64 and len(block.attrs["lrp_faces_sha256"]) == 64
+    assert block.attrs["unit"] == path.name[:-len(".nc")]
+    assert len(block.attrs["unit_settings_sha256"]) == 64 and len(block.attrs["lrp_faces_sha256"]) == 64
     assert all(block[name].encoding["fletcher32"] for name in ("relevance", "output", "prediction", "label"))
 
 
 def test_blocks_computed_with_other_settings_are_recomputed(zoo, faces, tmp_path):
     directory = interrupted_cube(zoo, faces, tmp_path / "cube", stop_at=3)  # two blocks of the first model
-    assert block_files(directory) == {ORDER[0]: ["0-4.nc", "4-8.nc"]}
+    assert block_files(directory) == {ORDER[0]: ["0-4", "4-8"]}
+    stale = sorted((directory / UNITS).glob("*.nc"))
     single = Zoo([zoo.entries[ModelSpec.parse(ORDER[0])]], image_size=SIZE)
     recording = RecordingMethod(gamma=0.5)
     rerun = cube.compute(single, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
                          progress=False)
     assert recording.calls == [(ORDER[0], 0), (ORDER[0], 4), (ORDER[0], 8)]
+    assert not any(path.exists() for path in stale)
     expected = lrp_faces.attribute(zoo[ModelSpec.parse(ORDER[0])], faces.images, target=torch.as_tensor(faces.gender),
                                    batch_size=BATCH, gamma=0.5)
     np.testing.assert_array_equal(rerun.relevance.values[0, 0, 0], expected.numpy())
@@ -355,37 +372,29 @@ def test_blocks_computed_with_other_weights_are_recomputed(faces, tmp_path):
 
 def test_a_damaged_block_is_recomputed_with_a_warning_naming_it(zoo, faces, computed, tmp_path):
     directory = interrupted_cube(zoo, faces, tmp_path / "cube")
-    block = directory / ".blocks" / ORDER[1] / "0-4.nc"
+    block = unit_file(directory, ORDER[1], "0-4")
     maps = xr.open_dataset(block, engine="netcdf4").relevance.values
     content = bytearray(block.read_bytes())
     where = content.find(maps.astype("<f4").tobytes())
-    assert where > 0, "a block's relevance is stored uncompressed"
+    assert where > 0, "a unit's relevance is stored uncompressed"
     content[where + 100] ^= 0xFF
     block.write_bytes(bytes(content))
     recording = RecordingMethod()
-    with pytest.warns(cube.CubeWarning, match=r"0-4\.nc.*recomputing it"):
+    with pytest.warns(LRPFacesWarning, match=rf"{ORDER[1]}\.0-4\..*damaged.*computing it again"):
         resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=BATCH,
                                progress=False)
     assert recording.calls[:2] == [(ORDER[1], 0), (ORDER[1], 8)]
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
 
 
-def test_a_rerun_with_another_block_size_keeps_the_finished_blocks(zoo, faces, computed, tmp_path):
+def test_a_rerun_with_another_block_size_starts_the_unfinished_models_afresh(zoo, faces, computed, tmp_path):
+    """The block size is a setting of the units: other blocks are other units (the cube is the same)."""
     directory = interrupted_cube(zoo, faces, tmp_path / "cube")  # blocks 0-4 and 4-8 of the second model
     recording = RecordingMethod()
     resumed = cube.compute(zoo, faces, directory, method=recording, batch_size=BATCH, block_size=3 * BATCH,
                            progress=False)
-    assert recording.calls == [(ORDER[1], 8)] + [(name, start) for name in ORDER[2:] for start in (0, 4, 8)]
+    assert recording.calls == [(name, start) for name in ORDER[1:] for start in (0, 4, 8)]
     xr.testing.assert_equal(resumed.compute(), computed[1].compute())
-
-
-def test_plan_blocks_fills_the_gaps_between_finished_blocks_on_the_block_grid(tmp_path):
-    spec = ModelSpec("faces", "gender", 0)
-    finished = {(8, 12): tmp_path / "a.nc", (20, 24): tmp_path / "b.nc", (30, 99): tmp_path / "beyond.nc"}
-    planned = blocks.plan_blocks(tmp_path, spec, 30, 16, finished)
-    assert [(block.start, block.stop, block.finished) for block in planned] == [
-        (0, 8, False), (8, 12, True), (12, 16, False), (16, 20, False), (20, 24, True), (24, 30, False)]
-    assert planned[0].path == tmp_path / ".blocks" / spec.name / "0-8.nc" and planned[1].path == tmp_path / "a.nc"
 
 
 @pytest.mark.parametrize("block_size", [BATCH, 2 * BATCH, 3 * BATCH])

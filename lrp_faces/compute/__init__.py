@@ -6,9 +6,10 @@ how-to "Run a study on GPUs or a cluster" in the documentation.
 """
 from .units import UNITS_DIR, Unit, UnitError, UnitStore
 from .executor import StepRun, run_unit, run_units
+from .models import release_models, unit_model
 from .clusters import (CONNECT_TIMEOUT, ClusterError, ClusterSpec, SlurmSettings, available_cores, cluster_client,
                        parse_cluster, slurm_cluster, worker_pids)
 
-__all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR", "run_units", "run_unit", "StepRun", "ClusterError",
+__all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR", "run_units", "run_unit", "StepRun", "unit_model", "release_models", "ClusterError",
            "ClusterSpec", "SlurmSettings", "parse_cluster", "cluster_client", "slurm_cluster", "available_cores",
            "worker_pids", "CONNECT_TIMEOUT"]

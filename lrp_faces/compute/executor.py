@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .models import release_models
 from .units import Unit, UnitError, UnitStore
 
 __all__ = ["run_units", "run_unit", "StepRun"]
@@ -54,8 +56,12 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def run_unit(unit: Unit, threads: int | None = None) -> xr.Dataset:
-    """Compute one unit with ``threads`` torch threads and return its result loaded in memory."""
-    with torch_threads(threads):
+    """Compute one unit with ``threads`` torch threads and return its result loaded in memory.
+
+    Lazy (dask-backed) inputs of the unit, e.g. maps read from a cube on disk, are computed here, in this thread:
+    a unit running on a cluster worker never submits tasks of its own.
+    """
+    with torch_threads(threads), dask.config.set(scheduler="synchronous"):
         return unit.run().load()
 
 
@@ -113,8 +119,11 @@ def run_units(units: Sequence[Unit], store: UnitStore, *, client: Any = None, th
                     on_finished(key)
 
             if client is None:
-                for unit in todo:
-                    stored(unit.key, run_unit(unit, threads))
+                try:
+                    for unit in todo:
+                        stored(unit.key, run_unit(unit, threads))
+                finally:
+                    release_models()
             else:
                 _run_on_cluster(todo, store, client, threads, stored)
     return StepRun(store.step, len(todo), len(units) - len(todo), round(time.perf_counter() - started, 3))

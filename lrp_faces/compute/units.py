@@ -33,7 +33,7 @@ import xarray as xr
 
 from ..errors import LRPFacesError, LRPFacesWarning
 from ..files import canonical_json, temporary_files, write_text_atomic
-from ..netcdf import NetCDFFileError, read_attributes, read_dataset, write_dataset
+from ..netcdf import NetCDFFileError, read_dataset, write_dataset
 
 __all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR"]
 
@@ -145,14 +145,15 @@ class UnitStore:
         return self.directory / f"{key}.nc"
 
     def finished(self, keys: Iterable[str]) -> set[str]:
-        """Those of ``keys`` whose result is on disk and intact; damaged files are removed with a warning."""
+        """Those of ``keys`` whose result is on disk and intact (header digest and every chunk's checksum, read
+        through); damaged files are removed with a warning, files of other settings quietly."""
         done = set()
         for key in keys:
             path = self.path(key)
             if not path.is_file():
                 continue
             try:
-                attrs = read_attributes(path)
+                attrs = read_dataset(path).attrs
             except NetCDFFileError as error:
                 warnings.warn(f"{self.step}: unit file {str(path)!r} is damaged ({error}); computing it again",
                               LRPFacesWarning, stacklevel=2)
@@ -166,7 +167,7 @@ class UnitStore:
 
     def write(self, key: str, result: xr.Dataset) -> Path:
         """Store the result of unit ``key`` atomically (a checksummed NetCDF4 file)."""
-        return write_dataset(result, self.path(key), {"unit": key, "unit_settings_sha256": self.digest})
+        return write_dataset(result, self.path(key), {"unit": key, "unit_settings_sha256": self.digest}, compress=False)
 
     def read(self, key: str) -> xr.Dataset:
         """The stored result of unit ``key``, verified."""
@@ -177,6 +178,19 @@ class UnitStore:
         for name in ("unit", "unit_settings_sha256"):
             result.attrs.pop(name, None)
         return result
+
+    def remove(self, keys: Iterable[str]) -> None:
+        """Delete the stored results of ``keys`` (e.g. once the step's file holds them)."""
+        for key in keys:
+            self.path(key).unlink(missing_ok=True)
+
+    def prune(self, keep: Iterable[str]) -> int:
+        """Delete every stored result whose key is not in ``keep`` (units of an earlier plan); returns how many."""
+        wanted = {f"{key}.nc" for key in keep}
+        stale = [path for path in self._unit_files() if path.name not in wanted]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["UnitStore"]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +24,14 @@ from ..files import canonical_json, sha256_of_file, temporary_files
 from ..methods import Method
 from ..models import read_checkpoint_info, weights_digest
 from ..module_state import evaluation_mode
+from ..compute import UNITS_DIR, Unit, UnitStore, run_units
 from ..zoo import ModelSpec
 from ._open import open_cube
 from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
                      CubeWarning, Header, ImageTable, cube_files, file_name, read_header, verify_file,
-                     version_attributes)
-from .blocks import (assemble_model_file, block_size_for, compute_block, finished_blocks, log, model_device,
-                     plan_blocks, remove_block_temporaries, remove_blocks, request_digest, resolve_device)
+                     version_attributes, write_model_file)
+from .blocks import (block_ranges, block_size_for, dataset_block, explain_unit, model_device, request_digest,
+                     resolve_device, unit_key)
 
 LOCK_NAME = ".lrp_faces_cube.lock"
 
@@ -53,15 +55,17 @@ class _Run:
 
 def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method = "epsilon_gamma_box",
             batch_size: int = 16, progress: bool = True, overwrite: bool = False, contrastive: bool = True,
-            block_size: int | None = None, device: str | torch.device | None = None, **method_params) -> xr.Dataset:
+            block_size: int | None = None, device: str | torch.device | None = None, client: Any = None,
+            threads: int | None = None, **method_params) -> xr.Dataset:
     """Compute the relevance maps of every model of ``zoo`` for every image of ``dataset`` into a cube directory.
 
     Each map explains the model's true class, i.e. the dataset's label for the model's task
     (``dataset.labels(spec.task)``). The work is split into units of one model and one block of images
-    (:func:`lrp_faces.cube.blocks.explain_block`); each finished block is saved under ``path/.blocks``, and each
-    model's NetCDF4 file is assembled from its blocks and renamed into place when complete. The cube is never held
-    in memory. A rerun reuses complete files and finished blocks computed with the same arguments and weights, and
-    computes the rest; the result does not depend on where a run was interrupted or on ``block_size``.
+    (:func:`lrp_faces.cube.blocks.explain_unit`), run here one after another or on a dask cluster (``client``);
+    each finished unit is kept in ``path/.units/cube``, and each model's NetCDF4 file is assembled from its units and
+    renamed into place as soon as they are all finished. The cube is never held in memory. A rerun reuses complete
+    files and finished units computed with the same arguments and weights, and computes the rest; the result does
+    not depend on where a run was interrupted, or where its units ran.
 
     A reused file is first checked: every chunk against its checksum (a fraction of a percent of the time it took
     to compute), and the model's weights against the digest recorded in it (by hashing the model's checkpoint file,
@@ -93,7 +97,13 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
         killed run loses at most one block per model; the maps do not depend on it.
     device : str or torch.device, optional
         Where to compute: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; by default where each model is. Each
-        model moves there once (and back afterwards); batches move from pinned memory.
+        model moves there once (in-memory models move back afterwards); batches move from pinned memory.
+    client : dask.distributed.Client, optional
+        Run the units on this cluster (see :func:`lrp_faces.compute.cluster_client`); the workers must see the
+        zoo's checkpoint files and, for data sets read from files, the images. None runs them here.
+    threads : int, optional
+        Torch threads per unit (None: this process's setting, or each worker's own); the same number everywhere
+        gives bit-identical maps in-process and on a cluster.
     **method_params
         Parameters of the method, e.g. ``gamma=0.5``.
 
@@ -143,20 +153,34 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     with _locked(directory):
         for leftover in temporary_files(directory):  # from a killed run; we hold the lock, so nobody writes them
             leftover.unlink()
-        remove_block_temporaries(directory)
-        if overwrite:
-            for spec in specs:
-                remove_blocks(directory, spec)
+        store = UnitStore(directory / UNITS_DIR, "cube", {"cube_format_version": FORMAT_VERSION,
+                                                          "block_size": block_size})
         reusable = _reusable_files(directory, specs, request, label_digests, overwrite)
         for spec in specs:
             if spec not in reusable:
                 _check_label_range(spec, labels[spec.task], _declared_classes(zoo, spec))
-        bar = tqdm(total=len(specs), desc="cube", unit="model", disable=not progress)
-        for spec in specs:
-            bar.set_postfix_str(spec.name)
-            _update_model(directory, zoo, spec, reusable.get(spec), run)
-            bar.update()
-        bar.close()
+        blocks = _image_blocks(dataset, images, block_size)
+        plans = [plan for spec in tqdm(specs, desc="cube: models", unit="model", disable=not progress, leave=False)
+                 if (plan := _plan_model(zoo, spec, reusable.get(spec), run, blocks)) is not None]
+        store.prune(keep=[key for plan in plans for key in plan.keys])
+        if overwrite:
+            store.remove([key for plan in plans for key in plan.keys])
+        waiting = {plan.spec: set(plan.keys) for plan in plans}
+
+        def finished(key: str) -> None:
+            plan = next(plan for plan in plans if key in waiting[plan.spec])
+            waiting[plan.spec].discard(key)
+            if not waiting[plan.spec]:
+                _assemble(directory, store, plan, run)
+
+        with _models_kept_in_place(plans):
+            run_units([unit for plan in plans for unit in plan.units], store, client=client, threads=threads,
+                      progress=progress, on_finished=finished)
+        for plan in plans:  # models whose units were all finished before this run
+            if not (directory / file_name(plan.spec)).exists():
+                _assemble(directory, store, plan, run)
+        if not any(store.directory.glob("*.nc")):
+            store.clear()
     return open_cube(directory)
 
 
@@ -319,18 +343,43 @@ def _dry_run(model, spec: ModelSpec, image: torch.Tensor, labels: np.ndarray, co
     return classes
 
 
+@dataclass
+class _ModelPlan:
+    """One model to compute: its file's attributes, its units and their keys, and when its planning started."""
+
+    spec: ModelSpec
+    attrs: dict
+    units: list
+    keys: list
+    started: float
+
+
+def _image_blocks(dataset, images: ImageTable, block_size: int) -> dict[tuple[int, int], Any]:
+    """The images of every block as units take them: a tensor of the block's own (not a view of all images, which
+    would be copied whole into every unit sent to a cluster), or a data set of the block's files."""
+    held = getattr(dataset, "images", None)
+    blocks = {}
+    for start, stop in block_ranges(len(images.ids), block_size):
+        if isinstance(held, torch.Tensor) or not callable(getattr(dataset, "subset", None)):
+            blocks[(start, stop)] = check_images(load_images(dataset, start, stop),
+                                                 f"images {start} to {stop - 1}").clone()
+        else:
+            blocks[(start, stop)] = dataset.subset(np.arange(start, stop))
+    return blocks
+
+
 @contextmanager
-def _on_device(model, device: torch.device | None) -> Iterator[None]:
-    """Move ``model`` to ``device`` once for the block, and back where it was afterwards."""
-    original = model_device(model)[0]
-    if device is None or device == original:
-        yield
-        return
-    model.to(device)
+def _models_kept_in_place(plans: list) -> Iterator[None]:
+    """Put in-memory models (a Mapping zoo's) back on their devices after units moved them."""
+    models = {id(unit.arguments[0]): unit.arguments[0] for plan in plans for unit in plan.units
+              if isinstance(unit.arguments[0], torch.nn.Module)}
+    original = {key: model_device(model)[0] for key, model in models.items()}
     try:
         yield
     finally:
-        model.to(original)
+        for key, model in models.items():
+            if model_device(model)[0] != original[key]:
+                model.to(original[key])
 
 
 def _model_attributes(model, spec: ModelSpec, run: _Run, source: dict, weights: str, classes: int) -> dict:
@@ -343,43 +392,47 @@ def _model_attributes(model, spec: ModelSpec, run: _Run, source: dict, weights: 
             "labels_sha256": run.label_digests[spec.task]}
 
 
-def _update_model(directory: Path, zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run) -> None:
-    """Compute ``spec``'s file unless ``header`` (its reusable file) was computed with the same weights. The weights are identified by the checkpoint's SHA-256 when it is unchanged, else by loading the model
-    and hashing its state dict."""
+def _plan_model(zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run,
+                blocks: dict[tuple[int, int], Any]) -> _ModelPlan | None:
+    """The units that compute ``spec``'s file, or None when ``header`` (its reusable file) holds maps of the same
+    weights. The weights are identified by the checkpoint's SHA-256 when it is unchanged, else by loading the model
+    and hashing its state dict; a loaded model is checked on one image before any unit runs."""
     source = _model_file(zoo, spec)
     if header is not None and source["model_file_sha256"] and all(
             header.attrs.get(key) == value for key, value in source.items()):
-        remove_blocks(directory, spec)  # left by a run killed between renaming the file and removing its blocks
-        return
+        return None
     model = zoo[spec]
     weights = weights_digest(model)
     if header is not None:
         if header.attrs.get("model_weights_sha256") == weights:
-            remove_blocks(directory, spec)
-            return
+            return None
         warnings.warn(f"model {spec}: weights changed since its maps in {str(header.path)!r} were computed (weights "
                       f"digest {str(header.attrs.get('model_weights_sha256'))[:12]} -> {weights[:12]}"
                       f"{', from ' + source['model_file'] if source['model_file'] else ''}); recomputing its maps",
-                      CubeWarning, stacklevel=3)
+                      CubeWarning, stacklevel=4)
     started = time.perf_counter()
-    with _on_device(model, run.device):
-        classes = _dry_run(model, spec, load_images(run.dataset, 0, 1), run.labels[spec.task], run.contrastive)
-        attrs = _model_attributes(model, spec, run, source, weights, classes)
-        digest = request_digest(attrs)
-        blocks = plan_blocks(directory, spec, len(run.images.ids), run.block_size,
-                             finished_blocks(directory, spec, digest))
-        missing = [block for block in blocks if not block.finished]
-        if len(missing) < len(blocks):
-            log.info("%s: %d of %d blocks already computed; computing %d", spec, len(blocks) - len(missing),
-                     len(blocks), len(missing))
-        labels = run.labels[spec.task]
-        for block in tqdm(missing, desc=spec.name, unit="block", disable=not run.progress, leave=False):
-            images = check_images(load_images(run.dataset, block.start, block.stop),
-                                  f"images {block.start} to {block.stop - 1}")
-            compute_block(model, run.method, images, labels[block.start:block.stop], block, spec, digest,
-                          run.images.ids, run.contrastive, run.batch_size)
-    assemble_model_file(directory, spec, attrs, run.images, min(run.batch_size, len(run.images.ids)), blocks,
-                        finish=lambda: _finish(started))
+    classes = _dry_run(model, spec, load_images(run.dataset, 0, 1), run.labels[spec.task], run.contrastive)
+    attrs = _model_attributes(model, spec, run, source, weights, classes)
+    digest = request_digest(attrs)
+    entry = getattr(zoo, "entries", {}).get(spec)
+    loadable = entry if entry is not None and callable(getattr(entry, "load", None)) else model
+    labels = run.labels[spec.task]
+    units = [Unit(unit_key(spec, start, stop, digest), explain_unit,
+                  (loadable, run.method, images, labels[start:stop].copy(), start, run.images.ids[start:stop], spec,
+                   run.contrastive, run.batch_size, run.device, weights),
+                  gpu=run.device is not None and run.device.type == "cuda")
+             for (start, stop), images in blocks.items()]
+    return _ModelPlan(spec, attrs, units, [unit.key for unit in units], started)
+
+
+def _assemble(directory: Path, store: UnitStore, plan: _ModelPlan, run: _Run) -> Path:
+    """Write ``plan``'s model file from its finished units (read back verified, in image order), then delete them."""
+    batches = ((unit.arguments[4], dataset_block(store.read(unit.key))) for unit in plan.units)
+    chunk = min(run.batch_size, len(run.images.ids))
+    path = write_model_file(directory, plan.spec, dict(plan.attrs), run.images, chunk, batches,
+                            finish=lambda: _finish(plan.started))
+    store.remove(plan.keys)
+    return path
 
 
 # ------------------------------------------------------------------------------------------ resume and integrity
