@@ -135,10 +135,23 @@ def _out_option(help_text: str):
 _STUDY = click.argument("study_file", metavar="STUDY.toml", type=click.Path(dir_okay=False, path_type=Path))
 
 
-_THREADS = click.option(
-    "--threads", type=click.IntRange(min=1), default=None,
-    help="Torch threads (default: 1 for the demo zoo's small models, which run fastest single-threaded and are not "
-         "slowed down by other processes; torch's default, all cores, for other zoos).")
+def _where_options(function):
+    """``--device``, ``--cluster`` and ``--threads``: where a command's units run (default: the study's [compute])."""
+    options = [
+        click.option("--device", default=None, metavar="DEVICE",
+                     help="cpu | cuda | cuda:N | auto (a GPU when there is one); default: [compute].device, else "
+                          "auto."),
+        click.option("--cluster", default=None, metavar="CLUSTER",
+                     help="Run the units on dask: local[:N] (N worker processes here), tcp://HOST:PORT (a running "
+                          "scheduler) or slurm ([compute.slurm] in the study file); default: [compute].cluster, else "
+                          "in this process."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Torch threads per unit (default: 1 for the demo zoo's small models, which run fastest "
+                          "single-threaded; torch's default, all cores, for other zoos)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 @contextlib.contextmanager
@@ -153,20 +166,51 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-def _threads_for(study, threads: int | None) -> int | None:
-    return threads if threads is not None else (1 if study.zoo.demo is not None else None)
+@contextlib.contextmanager
+def _unit_lines():
+    """Print the executor's one line per step (units computed and reused) like the steps' own lines."""
+    import logging
+
+    class Echo(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _log(record.getMessage())
+
+    logger, handler = logging.getLogger("lrp_faces.compute"), Echo()
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
-def _study_run(study_file: Path, out: Path | None, threads: int | None = None):
-    """The run of the study in ``study_file`` into ``out``, with the torch threads it should use."""
+def _running(study, out: Path, device: str | None, cluster: str | None, threads: int | None):
+    """The study's run into ``out`` with the command line's ``--device``, ``--cluster`` and ``--threads``: the
+    cluster (if any) is started or reached first and closed after the block."""
+    import dataclasses
+
+    from ..compute import cluster_client
     from .runner import StudyRun
+    study = dataclasses.replace(study, compute=study.compute.with_options(device, cluster, threads))
+    with _unit_lines(), cluster_client(study.compute.cluster, study.compute.slurm, log=_log) as client:
+        run = StudyRun(study, out, progress=_progress(), log=_log, client=client)
+        with _torch_threads(run.threads if client is None else None):
+            yield run
+
+
+@contextlib.contextmanager
+def _study_run(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
+               threads: int | None):
+    """The run of the study in ``study_file`` into ``out`` (see :func:`_running`)."""
     from .study import Study
     study = Study.from_toml(study_file)
     out = out if out is not None else (study.out if study.out is not None else Path(f"lrp-faces-{study.name}"))
     _log(f"study {study.name!r} from {study_file} -> {out}")
-    with _torch_threads(_threads_for(study, threads)):
-        yield StudyRun(study, out, progress=_progress(), log=_log)
+    with _running(study, out, device, cluster, threads) as study_run:
+        yield study_run
 
 
 def _summary(run, index: Path | None) -> None:
@@ -183,47 +227,48 @@ def _summary(run, index: Path | None) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the demo zoo's checkpoints are cached (default: $LRP_FACES_CACHE, else "
                    "~/.cache/lrp_faces).")
-@_THREADS
+@_where_options
 @_common_options
-def demo(out: Path | None, quick: bool, cache_dir: Path | None, threads: int | None):
+def demo(out: Path | None, quick: bool, cache_dir: Path | None, device: str | None, cluster: str | None,
+         threads: int | None):
     """Run the whole study offline on synthetic faces.
 
     Trains or loads the demo zoo (2 pretrainings x 2 tasks x 3 seeds), computes the cube, the masking benchmark
     and the analyses, writes the report, and prints a short summary. A rerun skips the finished steps.
     """
     from .demo import demo_study
-    from .runner import StudyRun
     study = demo_study(quick=quick, cache_dir=cache_dir)
     out = out if out is not None else Path(f"lrp-faces-{study.name}")
     _log(f"lrp-faces demo{' --quick' if quick else ''}: results in {out} (a rerun skips finished steps)")
-    with _torch_threads(_threads_for(study, threads)):
-        run = StudyRun(study, out, progress=_progress(), log=_log)
-        _summary(run, run.all())
-
-
-@main.command()
-@_STUDY
-@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_THREADS
-@_common_options
-def run(study_file: Path, out: Path | None, threads: int | None):
-    """Run a study declared in TOML (resumes).
-
-    Every step in order: attribute, mask, analyze, report. A rerun skips steps whose result files hold the same
-    settings and recomputes those whose settings changed. See benchmarks/suites/ for examples.
-    """
-    with _study_run(study_file, out, threads) as study_run:
+    with _running(study, out, device, cluster, threads) as study_run:
         _summary(study_run, study_run.all())
 
 
 @main.command()
 @_STUDY
 @_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_THREADS
+@_where_options
 @_common_options
-def attribute(study_file: Path, out: Path | None, threads: int | None):
+def run(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
+           threads: int | None):
+    """Run a study declared in TOML (resumes).
+
+    Every step in order: attribute, mask, analyze, report. A rerun skips steps whose result files hold the same
+    settings and recomputes those whose settings changed. See benchmarks/suites/ for examples.
+    """
+    with _study_run(study_file, out, device, cluster, threads) as study_run:
+        _summary(study_run, study_run.all())
+
+
+@main.command()
+@_STUDY
+@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
+@_where_options
+@_common_options
+def attribute(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
+                 threads: int | None):
     """Compute the relevance cube (OUT/cube, resumable)."""
-    with _study_run(study_file, out, threads) as study_run:
+    with _study_run(study_file, out, device, cluster, threads) as study_run:
         study_run.attribute()
     click.echo(f"Cube: {study_run.cube_path.resolve()}")
 
@@ -231,15 +276,16 @@ def attribute(study_file: Path, out: Path | None, threads: int | None):
 @main.command()
 @_STUDY
 @_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_THREADS
+@_where_options
 @_common_options
-def mask(study_file: Path, out: Path | None, threads: int | None):
+def mask(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
+            threads: int | None):
     """Masking benchmark and cross-model generalisation.
 
     Writes OUT/masking.nc (generalisation) and OUT/masking_lerf.nc (LeRF self-masking) from the cube of
     `lrp-faces attribute`.
     """
-    with _study_run(study_file, out, threads) as study_run:
+    with _study_run(study_file, out, device, cluster, threads) as study_run:
         path = study_run.mask()
     click.echo(f"Masking: {path.resolve()}")
 
@@ -249,14 +295,15 @@ def mask(study_file: Path, out: Path | None, threads: int | None):
 @_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
 @click.option("--only", multiple=True, type=click.Choice(["similarity", "regions", "methods", "rsa"]),
               help="Run only this analysis (repeatable); default: those of [analysis].run.")
-@_THREADS
+@_where_options
 @_common_options
-def analyze(study_file: Path, out: Path | None, only: tuple[str, ...], threads: int | None):
+def analyze(study_file: Path, out: Path | None, only: tuple[str, ...], device: str | None, cluster: str | None,
+            threads: int | None):
     """Run the analyses: similarity, regions, methods, RSA.
 
     Writes OUT/similarity.nc, regions.nc (with ground truth where known), methods.nc and rsa.nc.
     """
-    with _study_run(study_file, out, threads) as study_run:
+    with _study_run(study_file, out, device, cluster, threads) as study_run:
         paths = study_run.analyze(only or None)
     for path in paths:
         click.echo(f"Analysis: {path.resolve()}")

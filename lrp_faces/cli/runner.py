@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from .. import cube as cubes
 from .. import masking
+from ..compute import UNITS_DIR
 from ..errors import LRPFacesError
 from ..files import versions, write_text_atomic
 from ..faces import FaceDataset, synthetic_faces
@@ -205,14 +206,32 @@ class StudyRun:
     """
 
     def __init__(self, study: Study, out: str | os.PathLike, progress: bool = True,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, client: Any = None):
         if not isinstance(study, Study):
             raise TypeError(f"study must be a Study, got {type(study).__name__}")
-        self.study, self.out, self.progress = study, Path(out).expanduser(), progress
+        self.study, self.out, self.progress, self.client = study, Path(out).expanduser(), progress, client
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         if self.out.exists() and not self.out.is_dir():
             raise StudyError(f"--out {str(self.out)!r} exists and is not a directory")
         self.timings: dict[str, dict] = {}
+        self.device = study.compute.resolved_device()
+
+    @property
+    def units_dir(self) -> Path:
+        """Where the steps keep their finished units until their file is written (``OUT/.units``)."""
+        return self.out / UNITS_DIR
+
+    def _where(self) -> dict:
+        """The keyword arguments that say where a step's units run: device, cluster client, threads, unit store."""
+        return {"device": self.device, "client": self.client, "threads": self.threads,
+                "units_dir": self.units_dir}
+
+    @property
+    def threads(self) -> int | None:
+        """Torch threads per unit: ``[compute].threads`` or --threads, else 1 for the demo zoo (whose small models run
+        fastest single-threaded), else torch's own setting (in-process) or the worker's (on a cluster)."""
+        threads = self.study.compute.threads
+        return threads if threads is not None else (1 if self.study.zoo.demo is not None else None)
 
     # -------------------------------------------------------------------------------------------- inputs
     @cached_property
@@ -259,9 +278,13 @@ class StudyRun:
         """The relevance cube in ``out/cube``: only models without a complete file are computed."""
         settings = self.study.attribution
         self.out.mkdir(parents=True, exist_ok=True)
-        before = len(list(self.cube_path.glob("*.nc"))) if self.cube_path.is_dir() else 0
+        before = _file_states(self.cube_path)
+        block_size = self.study.compute.block_size
+        if block_size is not None:  # the cube's blocks are whole batches
+            block_size = settings.batch_size * -(-block_size // settings.batch_size)
         arguments = dict(method=settings.method, batch_size=settings.batch_size, contrastive=settings.contrastive,
-                         progress=self.progress, **settings.params)
+                         progress=self.progress, block_size=block_size, device=self.device, client=self.client,
+                         threads=self.threads, **settings.params)
         zoo, data = self.zoo, self.data
         started = _clock()
         try:
@@ -269,16 +292,18 @@ class StudyRun:
         except cubes.CubeMismatchError as error:
             self.log(f"cube: {self.cube_path} holds maps computed with other settings; recomputing every model "
                      f"({str(error).split(';')[0]})")
-            before = 0
+            before = {}
             cube = cubes.compute(zoo, data, self.cube_path, overwrite=True, **arguments)
         except cubes.CubeFileError as error:
             cause = str(error).split("; delete it")[0]
             raise StepError(f"{cause}; delete that file and rerun the same lrp-faces command: only the missing "
                             f"models are computed again") from None
-        reused = min(before, len(zoo))
+        after = _file_states(self.cube_path)
+        computed = sum(1 for name, state in after.items() if before.get(name) != state)
+        reused = len(zoo) - computed
         seconds = self._timed("cube", started, "computed" if reused == 0 else f"resumed ({reused} models reused)")
         self.log(f"cube: {len(zoo)} models x {cube.sizes['image']} images in {self.cube_path} "
-                 f"({len(zoo) - reused} computed, {reused} reused, {seconds:.1f} s)")
+                 f"({computed} computed, {reused} reused, {seconds:.1f} s)")
         self.write_study_json(cube)
         return cube
 
@@ -316,6 +341,7 @@ class StudyRun:
             self.log(f"{step}: {path.name} is unreadable or records no settings; recomputing")
         started = _clock()
         result = compute()
+        result.attrs["device"] = str(self.device)
         write_result(result, path, wanted)
         seconds = self._timed(step, started, "computed")
         self.log(f"{step}: wrote {path} ({seconds:.1f} s)")
@@ -330,8 +356,8 @@ class StudyRun:
 
         def compute():
             selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
-            return masking.generalization(selected, self.zoo, self.data, progress=self.progress,
-                                          **settings.arguments())
+            return masking.generalization(selected, self.zoo, self.data, progress=self.progress, **self._where(),
+                                          **self._block_size(), **settings.arguments())
         path = self._step("masking", step, compute)
         if settings.config.order == "lerf":
             self.log("masking_lerf: skipped; the generalisation step already masks least relevant first (LeRF)")
@@ -353,14 +379,19 @@ class StudyRun:
         settings = self.study.masking
         selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
         return masking.own_map_curves(selected, self.zoo, self.data, order=order, progress=self.progress,
-                                      **self._curves_settings(settings))
+                                      **self._where(), **self._block_size(), **self._curves_settings(settings))
 
     @staticmethod
     def _curves_settings(settings) -> dict:
         """The ``[masking]`` settings that :func:`lrp_faces.masking.own_map_curves` shares with the generalisation
         step: the config's but ``order``, and ``batch_size``."""
         shared = {key: value for key, value in settings.config.to_dict().items() if key != "order"}
-        return {**shared, "batch_size": settings.batch_size}
+        return {**shared, "batch_size": settings.batch_size, "precision": settings.precision}
+
+    def _block_size(self) -> dict:
+        """``block_size`` for a step's units when ``[compute].block_size`` sets it (else the step's default)."""
+        block_size = self.study.compute.block_size
+        return {} if block_size is None else {"block_size": block_size}
 
     def analyze(self, only: tuple[str, ...] | None = None, cube: xr.Dataset | None = None) -> list[Path]:
         """The analyses of the study (or ``only`` these), each to its own file."""
@@ -524,6 +555,13 @@ class StudyRun:
         if (self.out / "report" / "index.html").is_file():
             found["report"] = "report/index.html"
         return found
+
+
+def _file_states(directory: Path) -> dict[str, tuple[int, int]]:
+    """``{name: (inode, modification time)}`` of a cube's model files: what changed is what was computed."""
+    if not directory.is_dir():
+        return {}
+    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in directory.glob("*.nc")}
 
 
 def _checkpoint_info(entry) -> dict:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import methods as method_registry
-from ..masking import MaskingConfig, MaskingError, MaskingTypeError
+from ..masking import PRECISIONS, MaskingConfig, MaskingError, MaskingTypeError
 from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError, demo_zoo
 from ..toml_tables import TomlTable, read_toml
+from .compute import ComputeSettings
 from ._toml import StudyError, study_table, built, check_params
 from ..netcdf import plain as _plain
 from .results import STEP_ATTR, read_result, result_attrs, write_result
@@ -246,8 +247,9 @@ class MaskingSettings:
     Every field of :class:`~lrp_faces.masking.MaskingConfig` is a key of the table (``fractions``, ``order``:
     ``morf`` | ``lerf``, ``fill``, ``patch``, ``mode``, ``seed``, ``fill_value``, ``blur_sigma``, ``road_noise``),
     held in :attr:`config`. The other keys are the study's: ``score`` (``output`` | ``probability``),
-    ``n_bootstrap``, ``n_permutations``, ``confidence``, ``batch_size``; ``max_images`` uses that many of the cube's
-    images, evenly spaced (default: all).
+    ``n_bootstrap``, ``n_permutations``, ``confidence``, ``batch_size``, ``precision`` (``float32`` |
+    ``bfloat16``: the number format of the masking's forward passes, never of LRP); ``max_images`` uses that many
+    of the cube's images, evenly spaced (default: all).
     """
 
     config: MaskingConfig = field(default_factory=MaskingConfig)
@@ -256,6 +258,7 @@ class MaskingSettings:
     n_permutations: int = 1000
     confidence: float = 0.95
     batch_size: int | None = None
+    precision: str = "float32"
     max_images: int | None = None
 
     def __post_init__(self):
@@ -295,6 +298,7 @@ class MaskingSettings:
             "n_permutations": table.get("n_permutations", int, 1000, low=0),
             "confidence": table.get("confidence", float, 0.95),
             "batch_size": table.get("batch_size", int, None, low=1),
+            "precision": table.get("precision", str, "float32", choices=PRECISIONS),
             "max_images": table.get("max_images", int, None, low=2),
         }
         table.finish()
@@ -444,7 +448,8 @@ class AnalysisSettings:
 @dataclass(frozen=True)
 class Study:
     """A whole study: ``[study]`` (``name``, ``out``), ``[zoo]``, ``[dataset]``, ``[attribution]``, ``[masking]``,
-    ``[analysis]`` and ``[report]`` (``enabled``). Read with :meth:`from_toml`; the demo is
+    ``[analysis]``, ``[report]`` (``enabled``) and ``[compute]`` (where it runs, see
+    :class:`~lrp_faces.cli.compute.ComputeSettings`). Read with :meth:`from_toml`; the demo is
     :func:`lrp_faces.cli.demo.demo_study`."""
 
     zoo: ZooSettings
@@ -456,6 +461,7 @@ class Study:
     name: str = "study"
     out: Path | None = None
     source: Path | None = None
+    compute: ComputeSettings = ComputeSettings()
 
     def __post_init__(self):
         if self.dataset.kind == "demo" and self.zoo.demo is None:
@@ -472,7 +478,7 @@ class Study:
         return {"name": self.name, "source": None if self.source is None else str(self.source),
                 "image_size": self.image_size, "zoo": self.zoo.to_dict(), "dataset": self.dataset.to_dict(),
                 "attribution": self.attribution.to_dict(), "masking": self.masking.to_dict(),
-                "analysis": self.analysis.to_dict(), "report": self.report}
+                "analysis": self.analysis.to_dict(), "report": self.report, "compute": self.compute.to_dict()}
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Study":
@@ -501,9 +507,10 @@ class Study:
         report = top.table("report")
         enabled = report.get("enabled", bool, True)
         report.finish()
+        compute = ComputeSettings.from_table(top.table("compute"))
         top.finish()
         try:
             return cls(zoo, dataset, attribution, masking, analysis, enabled, study_name,
-                       None if out is None else base / Path(out).expanduser(), source)
+                       None if out is None else base / Path(out).expanduser(), source, compute)
         except StudyError as error:
             raise StudyError(f"{name}: {error}") from None

@@ -14,6 +14,7 @@ Finished units are skipped on a rerun, so a step killed part-way resumes where i
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from .models import release_models
 from .units import Unit, UnitError, UnitStore
 
 __all__ = ["run_units", "run_unit", "StepRun"]
+
+log = logging.getLogger("lrp_faces.compute")
+"""Logs one line per step run: how many units were computed and reused (the CLI prints it)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ def run_units(units: Sequence[Unit], store: UnitStore, *, client: Any = None, th
                     release_models()
             else:
                 _run_on_cluster(todo, store, client, threads, stored)
-    return StepRun(store.step, len(todo), len(units) - len(todo), round(time.perf_counter() - started, 3))
+    summary = StepRun(store.step, len(todo), len(units) - len(todo), round(time.perf_counter() - started, 3))
+    log.info("%s", summary)
+    return summary
 
 
 def _run_on_cluster(units: Sequence[Unit], store: UnitStore, client: Any, threads: int | None,

@@ -22,6 +22,7 @@ executor can run the same units elsewhere and get the same numbers::
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any, Sequence
@@ -31,16 +32,18 @@ import scipy.stats
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attribution import check_images
+from ..compute import unit_model
 from ..zoo import MODEL_DIMS, ModelSpec
-from ._engine import BlockScores, compute_device, check_precision, score_block
+from ._engine import BlockScores, check_precision, score_block
 from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_finite, check_labels, cube_inputs
+from ._units import block_scores_dataset, image_blocks, run_block_units
 from .config import MaskingConfig, MaskingError, masking_config
 from .curves import aopc, aopc_definition, check_aopc_fractions, curve_variables
 
-__all__ = ["generalization", "generalization_inputs", "generalization_block", "assemble_generalization", "relation",
+__all__ = ["generalization", "generalization_inputs", "generalization_block", "generalization_unit",
+           "assemble_generalization", "relation",
            "RELATIONS", "MODEL_DIMS"]
 
 
@@ -211,7 +214,8 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
                    batch_size: int | None = None, block_size: int | None = DEFAULT_BLOCK_SIZE,
                    contrastive: bool = True, score: str = "output", n_bootstrap: int = 1000,
                    n_permutations: int = 1000, confidence: float = 0.95, device: str | torch.device | None = None,
-                   precision: str = "float32", progress: bool = True, **overrides: Any) -> xr.Dataset:
+                   precision: str = "float32", client: Any = None, threads: int | None = None,
+                   units_dir: str | os.PathLike | None = None, progress: bool = True, **overrides: Any) -> xr.Dataset:
     """Evaluate every model of a cube on images masked by every model's relevance, and by a random order.
 
     Targets are loaded one at a time; for each, the images go in blocks of ``block_size`` (units of work, see the
@@ -246,6 +250,13 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         Where the models run (default: where they are loaded).
     precision : {"float32", "bfloat16"}
         Number format of the forward passes; recorded in the attributes.
+    client : dask.distributed.Client, optional
+        Run the units on this cluster (see :func:`lrp_faces.compute.cluster_client`); None runs them here.
+    threads : int, optional
+        Torch threads per unit (the same number everywhere gives bit-identical results in-process and on a cluster).
+    units_dir : str or PathLike, optional
+        Where finished units are kept, so that a killed run resumes (``lrp-faces`` uses ``OUT/.units``); None keeps
+        them in a temporary folder for the call.
     progress : bool
         Show a progress bar over the units.
     **overrides
@@ -270,27 +281,38 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         raise MaskingError(f"confidence must be in (0, 1), got {confidence!r}")
     precision = check_precision(precision)
     inputs = generalization_inputs(cube, zoo, dataset, config, **overrides)
-    blocks = inputs.blocks(block_size)
-    scores = []
-    with tqdm(total=len(inputs.specs) * len(blocks), desc="generalization", unit="unit",
-              disable=not progress) as bar:
-        for target in inputs.specs:
-            model = zoo[target]
-            rows = inputs.batch_size(batch_size, compute_device(model, device))
-            bar.set_postfix(target=str(target))
-            parts = []
-            for block in blocks:
-                parts.append(generalization_block(model, inputs.images[block],
-                                                  [inputs.maps(source, block) for source in inputs.specs],
-                                                  inputs.labels[target.task][block], inputs.config,
-                                                  image_index=range(block.start, block.stop),
-                                                  fill_colours=inputs.colours(block), batch_size=rows,
-                                                  contrastive=contrastive, device=device, precision=precision))
-                bar.update()
-            scores.append(BlockScores.concatenate(parts))
-            del model
-    return assemble_generalization(scores, inputs, score=score, contrastive=contrastive, n_bootstrap=n_bootstrap,
-                                   n_permutations=n_permutations, confidence=confidence, precision=precision)
+    device = None if device is None else torch.device(device)
+    rows = inputs.batch_size(batch_size, device or "cpu")
+    blocks = image_blocks(inputs, block_size)
+    maps = {(block.start, block.stop): [inputs.maps(source, block) for source in inputs.specs]
+            for block in inputs.blocks(block_size)}
+
+    def arguments(target: ModelSpec, block: slice) -> tuple:
+        images, colours, labels = blocks[(block.start, block.stop)]
+        return (images, maps[(block.start, block.stop)], labels[target.task], inputs.config, block.start, colours,
+                rows, contrastive, device, precision)
+
+    scores = run_block_units("masking", inputs, zoo, inputs.specs, generalization_unit, arguments, block_size,
+                             settings={"unit": "generalization", "contrastive": contrastive, "precision": precision,
+                                       "rows": rows, "block_size": block_size},
+                             device=device, client=client, threads=threads, units_dir=units_dir, progress=progress)
+    return assemble_generalization([scores[spec] for spec in inputs.specs], inputs, score=score,
+                                   contrastive=contrastive, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
+                                   confidence=confidence, precision=precision)
+
+
+def generalization_unit(source: Any, images: torch.Tensor, maps: Sequence[Any], labels: torch.Tensor,
+                        config: MaskingConfig, start: int, fill_colours: torch.Tensor | None, batch_size: int,
+                        contrastive: bool, device: torch.device | None, precision: str) -> xr.Dataset:
+    """One unit of :func:`generalization` as :mod:`lrp_faces.compute` runs it: :func:`generalization_block` for the
+    target model of ``source`` (a model, or a zoo entry loaded here once per process) on images ``start`` to
+    ``start + n - 1``, returned as a Dataset (``unmasked`` (score, image), ``masked`` (source, score, fraction,
+    image))."""
+    model = unit_model(source, device)
+    scores = generalization_block(model, images, maps, labels, config, image_index=range(start, start + len(images)),
+                                  fill_colours=fill_colours, batch_size=batch_size, contrastive=contrastive,
+                                  device=device, precision=precision)
+    return block_scores_dataset(scores)
 
 
 def assemble_generalization(scores: Sequence[BlockScores], inputs: CubeInputs, *, score: str = "output",

@@ -18,21 +18,23 @@ on one block; :func:`assemble_own_map_curves` builds the result from every model
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
+from ..compute import unit_model
 from ..zoo import MODEL_DIMS, ModelSpec
-from ._engine import BlockScores, compute_device
+from ._engine import BlockScores
 from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_cube, cube_inputs
+from ._units import block_scores_dataset, image_blocks, run_block_units
 from .config import MaskingConfig, MaskingError, masking_config, unit_count
 from .curves import assemble_curves, check_aopc_fractions, curves_block
 
-__all__ = ["own_map_curves", "own_map_inputs", "assemble_own_map_curves"]
+__all__ = ["own_map_curves", "own_map_inputs", "own_map_unit", "assemble_own_map_curves"]
 
 DEFAULT_ORDER = "lerf"
 """The order of :func:`own_map_curves` when no config is given: least relevant first."""
@@ -81,6 +83,7 @@ def assemble_own_map_curves(scores: Mapping[ModelSpec, BlockScores], inputs: Cub
 def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None, *,
                    batch_size: int | None = None, block_size: int | None = DEFAULT_BLOCK_SIZE,
                    contrastive: bool = True, device: str | torch.device | None = None, precision: str = "float32",
+                   client: Any = None, threads: int | None = None, units_dir: str | os.PathLike | None = None,
                    progress: bool = False, **overrides: Any) -> xr.Dataset:
     """Score every model of a cube on its images masked by its own maps: :func:`curves` per model.
 
@@ -104,6 +107,8 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         As for :func:`curves`.
     block_size : int or None
         Images per unit of work (None: all at once); bounds memory, and the result does not depend on it.
+    client, threads, units_dir
+        Where the units run and where finished ones are kept, as for :func:`generalization`.
     progress : bool
         Show a progress bar over the units.
     **overrides
@@ -121,24 +126,32 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         and -1 in ``label``; the cube's ``computed`` coordinate is kept.
     """
     inputs = own_map_inputs(cube, zoo, dataset, config, **overrides)
-    blocks = inputs.blocks(block_size)
-    scores = {}
-    with tqdm(total=len(inputs.specs) * len(blocks), desc=f"masking ({inputs.config.order})", unit="unit",
-              disable=not progress, leave=False) as bar:
-        for spec in inputs.specs:
-            model = zoo[spec]
-            rows = inputs.batch_size(batch_size, compute_device(model, device))
-            parts = []
-            for block in blocks:
-                parts.append(curves_block(model, inputs.images[block], inputs.maps(spec, block),
-                                          inputs.labels[spec.task][block], inputs.config,
-                                          image_index=range(block.start, block.stop),
-                                          fill_colours=inputs.colours(block), batch_size=rows,
-                                          contrastive=contrastive, device=device, precision=precision))
-                bar.update()
-            scores[spec] = BlockScores.concatenate(parts)
-            del model
+    device = None if device is None else torch.device(device)
+    rows = inputs.batch_size(batch_size, device or "cpu")
+    blocks = image_blocks(inputs, block_size)
+
+    def arguments(spec: ModelSpec, block: slice) -> tuple:
+        images, colours, labels = blocks[(block.start, block.stop)]
+        return (images, inputs.maps(spec, block), labels[spec.task], inputs.config, block.start, colours, rows,
+                contrastive, device, precision)
+
+    scores = run_block_units(f"masking_{inputs.config.order}", inputs, zoo, inputs.specs, own_map_unit, arguments,
+                             block_size, settings={"unit": "own_maps", "contrastive": contrastive,
+                                                   "precision": precision, "rows": rows, "block_size": block_size},
+                             device=device, client=client, threads=threads, units_dir=units_dir, progress=progress)
     return assemble_own_map_curves(scores, inputs, contrastive=contrastive, precision=precision)
+
+
+def own_map_unit(source: Any, images: torch.Tensor, maps: Any, labels: torch.Tensor, config: MaskingConfig,
+                 start: int, fill_colours: torch.Tensor | None, batch_size: int, contrastive: bool,
+                 device: torch.device | None, precision: str) -> xr.Dataset:
+    """One unit of :func:`own_map_curves` as :mod:`lrp_faces.compute` runs it: :func:`curves_block` for the model of
+    ``source`` on images ``start`` to ``start + n - 1`` and its own maps, returned as a Dataset."""
+    model = unit_model(source, device)
+    scores = curves_block(model, images, maps, labels, config, image_index=range(start, start + len(images)),
+                          fill_colours=fill_colours, batch_size=batch_size, contrastive=contrastive, device=device,
+                          precision=precision)
+    return block_scores_dataset(scores)
 
 
 def _stack(results: dict, inputs: CubeInputs) -> xr.Dataset:
