@@ -339,6 +339,15 @@ def _input_gradient(model, images, target, contrastive):
     return gradient, explained.detach(), prediction
 
 
+def _summed_gradients(model, inputs, target, contrastive) -> torch.Tensor:
+    """The sum of the input gradients over an iterable of image batches (noisy copies, points on a path)."""
+    total = None
+    for batch in inputs:
+        gradient = _input_gradient(model, batch, target, contrastive)[0]
+        total = gradient if total is None else total.add_(gradient)
+    return total
+
+
 @register("gradient")
 @dataclasses.dataclass(frozen=True)
 class Gradient(Method):
@@ -395,9 +404,7 @@ class SmoothGrad(Method):
             torch.randn((self.n_samples, *images.shape[1:]), dtype=images.dtype,
                         generator=_image_generator(self.seed, first_index + index))
             for index in range(images.shape[0])], 1).to(images.device) * self.noise_level
-        total = torch.zeros_like(images)
-        for sample_noise in noise:
-            total += _input_gradient(model, images + sample_noise, target, contrastive)[0]
+        total = _summed_gradients(model, (images + sample_noise for sample_noise in noise), target, contrastive)
         relevance = (total / self.n_samples).sum(1)
         return Explanation(relevance, _explained(logits, target, contrastive), prediction)
 
@@ -425,10 +432,8 @@ class IntegratedGradients(Method):
     def explain_batch(self, model, images, target, contrastive, first_index):
         logits, prediction, target = _logits_and_target(model, images, target, contrastive)
         baseline = torch.full_like(images, self.baseline)
-        total = torch.zeros_like(images)
-        for step in range(self.steps):
-            fraction = (step + 0.5) / self.steps
-            total += _input_gradient(model, baseline + fraction * (images - baseline), target, contrastive)[0]
+        path = (baseline + (step + 0.5) / self.steps * (images - baseline) for step in range(self.steps))
+        total = _summed_gradients(model, path, target, contrastive)
         relevance = ((images - baseline) * total / self.steps).sum(1)
         return Explanation(relevance, _explained(logits, target, contrastive), prediction)
 

@@ -125,7 +125,7 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
                    f"{arguments['num_classes']} classes")
     check_keys(state, expected, file_key, path, description,
                ignored={file_key.get(key, key) for key in head_keys} if new_head else set(), hint=hint)
-    warn_if_not_finite(state, path, stacklevel=4)
+    warn_if_not_finite({file_key.get(key, key): value for key, value in state.items()}, path, stacklevel=4)
     if new_head:
         state = {key: value for key, value in state.items() if key not in head_keys}
         state[f"{_HEAD}.weight"], state[f"{_HEAD}.bias"] = _new_head(arguments["classifier_width"], num_classes,
