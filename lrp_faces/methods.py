@@ -31,13 +31,17 @@ from .model_checks import ModelOutputError, check_lrp_structure, logits_of, non_
 from .module_state import evaluation_mode
 
 __all__ = ["Explanation", "Method", "LRPMethod", "names", "get", "register", "UnknownMethodError",
-           "NonFiniteRelevanceError", "contrastive_output", "registered"]
+           "NonFiniteRelevanceError", "MethodRegistryError", "contrastive_output", "registered"]
 
 _REGISTRY: dict[str, type["Method"]] = {}
 
 
 class UnknownMethodError(LRPFacesError, ValueError):
     """A method name that is not in the registry."""
+
+
+class MethodRegistryError(LRPFacesError, ValueError):
+    """A method registered under a name that is taken."""
 
 
 class NonFiniteRelevanceError(LRPFacesError, ValueError):
@@ -56,7 +60,7 @@ def register(name: str) -> Callable[[type["Method"]], type["Method"]]:
     """Class decorator adding a :class:`Method` to the registry under ``name``."""
     def decorator(cls):
         if name in _REGISTRY:
-            raise ValueError(f"a method named {name!r} is already registered ({_REGISTRY[name].__name__})")
+            raise MethodRegistryError(f"a method named {name!r} is already registered ({_REGISTRY[name].__name__})")
         cls.name = name
         _REGISTRY[name] = cls
         return cls

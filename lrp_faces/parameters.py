@@ -1,4 +1,4 @@
-"""Checked parameters of LRP rules and attribution methods.
+"""Checked parameters of LRP rules, attribution methods and model builders.
 
 Each check returns the value as a plain Python number and raises an error that names the parameter, who takes it
 and the valid range: a :class:`ParameterTypeError` (a ``TypeError``) for a value of the wrong type, a
@@ -29,11 +29,11 @@ SEED_LIMIT = 2 ** 32
 
 
 class ParameterError(LRPFacesError, ValueError):
-    """A parameter of a rule or method outside its valid range."""
+    """A parameter outside its valid range."""
 
 
 class ParameterTypeError(LRPFacesError, TypeError):
-    """A parameter of a rule or method of the wrong type."""
+    """A parameter of the wrong type."""
 
 
 def _shown(value: Any) -> str:

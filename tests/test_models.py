@@ -13,6 +13,7 @@ import torchvision
 
 import lrp_faces
 import lrp_faces.files
+from lrp_faces.parameters import ParameterError, ParameterTypeError
 from lrp_faces.models import (NonFiniteWeightsWarning, UnverifiedCheckpointWarning, WeightsError, load_model,
                               load_torchvision_vgg16, load_vgg_face, read_checkpoint_info, replace_head, save_model,
                               vgg16, vgg16_from_architecture, weights_digest)
@@ -562,3 +563,15 @@ def test_penultimate_is_the_input_of_the_last_layer(inputs):
     handle.remove()
     assert hidden.shape == (3, 32) and torch.equal(hidden, captured[0])
     assert torch.equal(model.classifier[-1](hidden), logits)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"num_classes": 0}, ParameterError, "vgg16: num_classes must be a positive int, got 0"),
+    ({"num_classes": 2.0}, ParameterTypeError, "vgg16: num_classes must be a positive int, got float"),
+    ({"width": -0.5}, ParameterError, "vgg16: width must be a finite number > 0"),
+    ({"dropout": 1.5}, ParameterError, r"vgg16: dropout must be a probability in \[0, 1\]"),
+    ({"preprocessing": "imagenet"}, ParameterTypeError, "vgg16: preprocessing must be a Preprocessing"),
+])
+def test_builder_arguments_are_checked_with_package_errors(arguments, error, message):
+    with pytest.raises(error, match=message):
+        vgg16(**arguments)

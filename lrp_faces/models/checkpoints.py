@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from .. import parameters as checked
 from ..errors import LRPFacesWarning
 from ..files import atomic_path, versions
 from ._state_dicts import WeightsError, check_keys, materialise, meta_model, read_weights_file, warn_if_not_finite
@@ -28,7 +29,7 @@ def _plain(value: Any, name: str) -> Any:
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be JSON-able plain data (dict, list, str, number, bool, None): {error}") from None
+        raise checked.ParameterTypeError(f"{name} must be JSON-able plain data (dict, list, str, number, bool, None): {error}") from None
 
 
 def _spec_dict(spec: Any) -> dict | None:
@@ -39,7 +40,7 @@ def _spec_dict(spec: Any) -> dict | None:
     elif dataclasses.is_dataclass(spec) and not isinstance(spec, type):
         spec = dataclasses.asdict(spec)
     if not isinstance(spec, Mapping):
-        raise TypeError(f"spec must be a dict or have a to_dict() method (e.g. a ModelSpec), got {type(spec)}")
+        raise checked.ParameterTypeError(f"spec must be a dict or have a to_dict() method (e.g. a ModelSpec), got {type(spec)}")
     return _plain(dict(spec), "spec")
 
 
@@ -83,23 +84,23 @@ def save_model(model: NormalizedVGG, path: str | os.PathLike, spec: Any = None, 
         The written file.
     """
     if not isinstance(model, NormalizedVGG):
-        raise TypeError(f"model must be a NormalizedVGG built by lrp_faces.vgg16 or a loader, got {type(model)}")
+        raise checked.ParameterTypeError(f"model must be a NormalizedVGG built by lrp_faces.vgg16 or a loader, got {type(model)}")
     path = Path(path)
     spec = model.card.spec if spec is None else spec
     metadata = model.card.metadata if metadata is None else metadata
     class_names = model.card.class_names if class_names is None else class_names
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a dict, got {type(metadata)}")
+        raise checked.ParameterTypeError(f"metadata must be a dict, got {type(metadata)}")
     if class_names is not None and (isinstance(class_names, str) or not all(isinstance(name, str)
                                                                             for name in class_names)):
-        raise TypeError(f"class_names must be a sequence of str, got {class_names!r}")
+        raise checked.ParameterTypeError(f"class_names must be a sequence of str, got {class_names!r}")
     if class_names is not None and len(class_names) != model.num_classes:
-        raise ValueError(f"class_names has {len(class_names)} names but the model has {model.num_classes} outputs")
+        raise checked.ParameterError(f"class_names has {len(class_names)} names but the model has {model.num_classes} outputs")
     architecture = _plain(model.architecture, "model.architecture")
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     expected = {key: tuple(value.shape) for key, value in meta_model(architecture).state_dict().items()}
     if expected != {key: tuple(value.shape) for key, value in state.items()}:
-        raise ValueError("model.architecture no longer describes the model's layers (was a layer replaced by hand? "
+        raise checked.ParameterError("model.architecture no longer describes the model's layers (was a layer replaced by hand? "
                          "use lrp_faces.models.replace_head to change the number of classes)")
     content = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "architecture": architecture,
                "preprocessing": model.preprocessing.to_dict(),

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .. import parameters as checked
 from ..nn import IMAGENET, VGGFACE, Preprocessing
 from ._state_dicts import (WeightsError, check_keys, materialise, meta_model, read_weights_file, shape_of,
                            warn_if_not_finite)
@@ -101,8 +102,9 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
                    num_classes: int | None, seed: int, preprocessing: Preprocessing, source: str,
                    hint: str) -> NormalizedVGG:
     """Shared part of the torchvision and VGG-Face loaders; ``state`` is in torchvision's layout."""
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    if num_classes is not None:
+        loader = "load_torchvision_vgg16" if source == "torchvision" else "load_vgg_face"
+        num_classes = checked.positive_int(num_classes, "num_classes", loader)
     arguments, file_classes = _infer_architecture({key: shape_of(value) for key, value in state.items()}, batch_norm,
                                                   num_classes, preprocessing)
     new_head = num_classes is not None and file_classes != num_classes
@@ -241,8 +243,7 @@ def replace_head(model: NormalizedVGG, num_classes: int, seed: int = 0) -> Norma
     seed : int
         Seed of its initialisation.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = checked.positive_int(num_classes, "num_classes", "replace_head")
     old = model.classifier[-1]
     head = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
