@@ -177,27 +177,16 @@ def _add_signed_(denominator: torch.Tensor, stabilizer: float) -> torch.Tensor:
     return denominator.add_(torch.where(denominator < 0, -shift, shift))
 
 
-def stabilized(denominator: torch.Tensor, stabilizer, owned: bool = False) -> torch.Tensor:
-    """zennit's ``stabilize``: add ``stabilizer`` with the sign of each entry (+ for zero).
-
-    Works in place on ``denominator`` when ``owned``, chunk by chunk; a callable ``stabilizer`` is applied as it is.
-    """
-    if callable(stabilizer):
-        return stabilizer(denominator)
-    if not owned:
-        denominator = denominator.clone()
-    for (chunk,) in _chunks(denominator):
-        _add_signed_(chunk, stabilizer)
-    return denominator
-
-
 def quotient(relevance: torch.Tensor, denominator: torch.Tensor, stabilizer, output: torch.Tensor | None = None,
              sign: int = 0) -> torch.Tensor:
-    """``relevance / stabilized(denominator)``, written into ``denominator``, which the caller must own.
+    """``relevance / (denominator + stabilizer * sign(denominator))``, written into ``denominator``.
+
+    The stabiliser is added as zennit's ``stabilize`` adds it (+ for zero); a callable ``stabilizer`` is applied
+    to the denominator as it is. The caller must own ``denominator``.
 
     With ``sign`` +1 (-1) the quotient is zero wherever ``output`` is not positive (negative), as in the
-    generalised γ rule. The work runs in chunks, so no layer-sized temporary is made (callable stabilisers and
-    broadcasting relevance excepted).
+    generalised γ rule. The work runs in chunks of :data:`CHUNK_ELEMENTS`, so no layer-sized temporary is made
+    (callable stabilisers and broadcasting relevance excepted).
     """
     if callable(stabilizer):
         denominator = stabilizer(denominator)
@@ -282,8 +271,7 @@ class Epsilon(_LinearRule):
 
     def relevance(self, module, input, output, relevance):
         weight, _ = self.parameters_of(module)
-        denominator = stabilized(self.unmodified_output(module, input, output), self.params["epsilon"])
-        scaled = torch.div(relevance, denominator, out=denominator)
+        scaled = quotient(relevance, self.unmodified_output(module, input, output).clone(), self.params["epsilon"])
         return input_vjp(module, input, scaled, weight).mul_(input)
 
 
