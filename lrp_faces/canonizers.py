@@ -1,50 +1,29 @@
 """Zennit canonizers that put a face VGG-16 into the form LRP rules expect.
 
 Each canonizer follows zennit's contract: ``apply(model)`` returns applied copies whose ``remove()`` restores the
-model exactly, the original parameter objects included.
+model exactly, the original parameter objects included, also when applying fails halfway.
 """
 from __future__ import annotations
+
+import contextlib
+from abc import abstractmethod
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 from zennit.canonizers import Canonizer, CompositeCanonizer
 from zennit.core import collect_leaves
 
-from .nn import PixelNorm
 from .errors import LRPFacesError
+from .module_state import swapped_attributes, swapped_parameters
+from .nn import PixelNorm
 
-__all__ = ["PixelNormCanonizer", "ContrastiveHeadCanonizer", "MergeBatchNormCanonizer", "FaceVGGCanonizer",
-           "CanonizerError"]
+__all__ = ["ModuleCanonizer", "PixelNormCanonizer", "ContrastiveHeadCanonizer", "MergeBatchNormCanonizer",
+           "FaceVGGCanonizer", "CanonizerError"]
 
 
 class CanonizerError(LRPFacesError, ValueError):
     """The model lacks the structure a canonizer needs."""
-
-
-class _ModuleState:
-    """Remember a module's parameters and instance attributes so that they can be put back exactly."""
-
-    def __init__(self, module: nn.Module, parameter_names=(), attribute_names=()):
-        self.module = module
-        self.parameters = {name: module._parameters[name] for name in parameter_names}
-        self.attributes = {name: module.__dict__[name] for name in attribute_names if name in module.__dict__}
-        self.attribute_names = tuple(attribute_names)
-
-    def set_parameter(self, name: str, value: torch.Tensor):
-        original = self.parameters[name]
-        requires_grad = original.requires_grad if original is not None else False
-        self.module._parameters[name] = nn.Parameter(value.detach().clone(), requires_grad=requires_grad)
-
-    def set_attribute(self, name: str, value):
-        object.__setattr__(self.module, name, value)
-
-    def restore(self):
-        self.module._parameters.update(self.parameters)
-        for name in self.attribute_names:
-            if name in self.attributes:
-                object.__setattr__(self.module, name, self.attributes[name])
-            else:
-                self.module.__dict__.pop(name, None)
 
 
 def _identity(input):
@@ -55,7 +34,54 @@ def _describe(module: nn.Module | None) -> str:
     return "nothing" if module is None else type(module).__name__
 
 
-class PixelNormCanonizer(Canonizer):
+class ModuleCanonizer(Canonizer):
+    """Base of lrp_faces' canonizers: one applied copy per group of modules, each change undone by ``remove``.
+
+    A subclass says which groups of modules it changes (:meth:`groups`) and how (:meth:`change`, which enters
+    context managers such as :func:`~lrp_faces.module_state.swapped_parameters` into the given stack). ``apply``
+    registers a copy per group; ``register(*modules)`` changes one group; ``remove`` leaves the modules exactly as
+    they were. A failure while applying undoes what was already changed.
+    """
+
+    def __init__(self):
+        self.changes = contextlib.ExitStack()
+
+    @abstractmethod
+    def groups(self, root_module: nn.Module) -> Iterator[tuple[nn.Module, ...]]:
+        """The groups of modules of ``root_module`` to change; :class:`CanonizerError` if the model lacks them."""
+
+    @abstractmethod
+    def change(self, changes: contextlib.ExitStack, *modules: nn.Module) -> None:
+        """Change one group of ``modules``, entering every change into ``changes`` so that it can be undone."""
+
+    def apply(self, root_module: nn.Module) -> list["ModuleCanonizer"]:
+        """Register a copy of this canonizer on each group of modules; returns the copies."""
+        instances = []
+        try:
+            for modules in self.groups(root_module):
+                instance = self.copy()
+                instance.register(*modules)
+                instances.append(instance)
+        except BaseException:
+            for instance in reversed(instances):
+                instance.remove()
+            raise
+        return instances
+
+    def register(self, *modules: nn.Module) -> None:
+        """Change one group of modules; a failure leaves them unchanged."""
+        try:
+            self.change(self.changes, *modules)
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Undo the changes, last first."""
+        self.changes.close()
+
+
+class PixelNormCanonizer(ModuleCanonizer):
     """Fold the model's :class:`~lrp_faces.nn.PixelNorm` into the first convolution.
 
     Afterwards the PixelNorm is the identity and the convolution computes ``conv(x - neutral_pixel)`` with its
@@ -65,10 +91,7 @@ class PixelNormCanonizer(Canonizer):
     The shift is stored on the convolution as ``input_shift`` while registered.
     """
 
-    def __init__(self):
-        self.states: list[_ModuleState] = []
-
-    def apply(self, root_module: nn.Module) -> list["PixelNormCanonizer"]:
+    def groups(self, root_module):
         leaves = list(collect_leaves(root_module))
         positions = [index for index, leaf in enumerate(leaves) if isinstance(leaf, PixelNorm)]
         if not positions:
@@ -76,60 +99,39 @@ class PixelNormCanonizer(Canonizer):
                 f"PixelNormCanonizer needs a PixelNorm followed by a Conv2d; {type(root_module).__name__} has no "
                 f"PixelNorm (its first leaf is {_describe(leaves[0] if leaves else None)}). Build models with "
                 "lrp_faces.vgg16 or put a PixelNorm in front of your network.")
-        instances = []
         for position in positions:
             following = leaves[position + 1] if position + 1 < len(leaves) else None
             if not isinstance(following, nn.Conv2d) or following.groups != 1:
                 raise CanonizerError(
                     f"PixelNormCanonizer expects a Conv2d with groups=1 right after the PixelNorm, found "
                     f"{_describe(following)}")
-            instance = self.copy()
-            instance.register(leaves[position], following)
-            instances.append(instance)
-        return instances
+            yield leaves[position], following
 
-    def register(self, pixel_norm: PixelNorm, convolution: nn.Conv2d):
+    def change(self, changes, pixel_norm: PixelNorm, convolution: nn.Conv2d):
         """Fold ``pixel_norm`` into ``convolution``."""
-        norm_state = _ModuleState(pixel_norm, attribute_names=("forward",))
-        conv_state = _ModuleState(convolution, parameter_names=("weight",), attribute_names=("forward", "input_shift"))
         weight = convolution.weight.detach()
         model_channel = [2, 1, 0] if pixel_norm.channel_order == "BGR" else [0, 1, 2]
         mean = pixel_norm.mean.detach().to(weight).view(3)
         std = pixel_norm.std.detach().to(weight).view(3)
         folded = weight[:, model_channel] * (pixel_norm.scale / std[model_channel]).view(1, 3, 1, 1)
         neutral = (mean[model_channel] / pixel_norm.scale).view(1, 3, 1, 1)
+        convolve = convolution.forward  # the convolution's own forward, reading its (folded) weight
 
         def shifted_forward(input):
-            return convolution._conv_forward(input - convolution.input_shift, convolution.weight, convolution.bias)
+            return convolve(input - convolution.input_shift)
 
-        try:
-            conv_state.set_parameter("weight", folded)
-            conv_state.set_attribute("input_shift", neutral)
-            conv_state.set_attribute("forward", shifted_forward)
-            norm_state.set_attribute("forward", _identity)
-        except BaseException:
-            conv_state.restore()
-            norm_state.restore()
-            raise
-        self.states = [conv_state, norm_state]
-
-    def remove(self):
-        """Undo the fold."""
-        for state in reversed(self.states):
-            state.restore()
-        self.states = []
+        changes.enter_context(swapped_parameters(convolution, weight=folded))
+        changes.enter_context(swapped_attributes(convolution, input_shift=neutral, forward=shifted_forward))
+        changes.enter_context(swapped_attributes(pixel_norm, forward=_identity))
 
 
-class ContrastiveHeadCanonizer(Canonizer):
+class ContrastiveHeadCanonizer(ModuleCanonizer):
     """Make output c of the last Linear layer the contrastive output ``z_c - mean_{j != c} z_j``.
 
     For two classes this is the log-odds; the argmax is unchanged.
     """
 
-    def __init__(self):
-        self.states: list[_ModuleState] = []
-
-    def apply(self, root_module: nn.Module) -> list["ContrastiveHeadCanonizer"]:
+    def groups(self, root_module):
         linears = [leaf for leaf in collect_leaves(root_module) if isinstance(leaf, nn.Linear)]
         if not linears:
             raise CanonizerError(
@@ -138,9 +140,7 @@ class ContrastiveHeadCanonizer(Canonizer):
         if head.out_features < 2:
             raise CanonizerError(
                 f"ContrastiveHeadCanonizer needs at least 2 outputs in the last Linear layer, found {head.out_features}")
-        instance = self.copy()
-        instance.register(head)
-        return [instance]
+        yield (head,)
 
     @staticmethod
     def contrast(values: torch.Tensor) -> torch.Tensor:
@@ -148,52 +148,29 @@ class ContrastiveHeadCanonizer(Canonizer):
         classes = values.shape[0]
         return (classes * values - values.sum(0, keepdim=True)) / (classes - 1)
 
-    def register(self, head: nn.Linear):
+    def change(self, changes, head: nn.Linear):
         """Replace the weights and bias of ``head``."""
-        parameter_names = ("weight", "bias") if head.bias is not None else ("weight",)
-        state = _ModuleState(head, parameter_names=parameter_names)
-        try:
-            for name in parameter_names:
-                state.set_parameter(name, self.contrast(getattr(head, name).detach()))
-        except BaseException:
-            state.restore()
-            raise
-        self.states = [state]
-
-    def remove(self):
-        """Put the original head back."""
-        for state in self.states:
-            state.restore()
-        self.states = []
+        contrasted = {"weight": self.contrast(head.weight.detach())}
+        if head.bias is not None:
+            contrasted["bias"] = self.contrast(head.bias.detach())
+        changes.enter_context(swapped_parameters(head, **contrasted))
 
 
-class MergeBatchNormCanonizer(Canonizer):
+class MergeBatchNormCanonizer(ModuleCanonizer):
     """Merge every BatchNorm that directly follows a Conv2d or Linear into it, exactly.
 
     The BatchNorm's ``eps`` goes into the merged scale and the BatchNorm itself becomes an exact identity while
     registered (zennit's own merge either keeps ``eps`` in place or sets it to 0, which recent torch rejects).
     """
 
-    def __init__(self):
-        self.states: list[_ModuleState] = []
-
-    def apply(self, root_module: nn.Module) -> list["MergeBatchNormCanonizer"]:
-        instances = []
+    def groups(self, root_module):
         previous = None
-        try:
-            for leaf in collect_leaves(root_module):
-                if isinstance(leaf, nn.modules.batchnorm._BatchNorm) and isinstance(previous, (nn.Conv2d, nn.Linear)):
-                    instance = self.copy()
-                    instance.register(previous, leaf)
-                    instances.append(instance)
-                previous = leaf
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
-        return instances
+        for leaf in collect_leaves(root_module):
+            if isinstance(leaf, nn.modules.batchnorm._BatchNorm) and isinstance(previous, (nn.Conv2d, nn.Linear)):
+                yield previous, leaf
+            previous = leaf
 
-    def register(self, linear: nn.Module, batch_norm: nn.modules.batchnorm._BatchNorm):
+    def change(self, changes, linear: nn.Module, batch_norm: nn.modules.batchnorm._BatchNorm):
         """Merge ``batch_norm`` into ``linear``."""
         if batch_norm.running_mean is None or batch_norm.running_var is None:
             raise CanonizerError(f"cannot merge {batch_norm}: it tracks no running statistics")
@@ -201,29 +178,16 @@ class MergeBatchNormCanonizer(Canonizer):
             raise CanonizerError(
                 f"cannot merge {batch_norm} into {linear}: {batch_norm.num_features} features vs "
                 f"{linear.weight.shape[0]} outputs")
-        linear_state = _ModuleState(linear, parameter_names=("weight", "bias"))
-        norm_state = _ModuleState(batch_norm, attribute_names=("forward",))
         weight = linear.weight.detach()
         bias = linear.bias.detach() if linear.bias is not None else torch.zeros_like(batch_norm.running_mean)
         gain = batch_norm.running_var.detach().add(batch_norm.eps).rsqrt()
         if batch_norm.weight is not None:
             gain = gain * batch_norm.weight.detach()
         shift = batch_norm.bias.detach() if batch_norm.bias is not None else torch.zeros_like(gain)
-        try:
-            linear_state.set_parameter("weight", weight * gain.view(-1, *(1,) * (weight.ndim - 1)))
-            linear_state.set_parameter("bias", (bias - batch_norm.running_mean.detach()) * gain + shift)
-            norm_state.set_attribute("forward", _identity)
-        except BaseException:
-            linear_state.restore()
-            norm_state.restore()
-            raise
-        self.states = [linear_state, norm_state]
-
-    def remove(self):
-        """Undo the merge."""
-        for state in reversed(self.states):
-            state.restore()
-        self.states = []
+        changes.enter_context(swapped_parameters(
+            linear, weight=weight * gain.view(-1, *(1,) * (weight.ndim - 1)),
+            bias=(bias - batch_norm.running_mean.detach()) * gain + shift))
+        changes.enter_context(swapped_attributes(batch_norm, forward=_identity))
 
 
 class FaceVGGCanonizer(CompositeCanonizer):
@@ -256,6 +220,9 @@ class FaceVGGCanonizer(CompositeCanonizer):
             handle.remove()
             raise
         return [handle]
+
+    def register(self, *modules: nn.Module) -> None:
+        """Nothing to do: :meth:`apply` registers the member canonizers."""
 
     def remove(self):
         """Undo every applied canonizer, last first."""

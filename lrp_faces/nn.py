@@ -7,9 +7,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Preprocessing", "PixelNorm", "IMAGENET", "VGGFACE"]
+from .errors import LRPFacesError
+
+__all__ = ["Preprocessing", "PixelNorm", "IMAGENET", "VGGFACE", "PreprocessingError"]
 
 CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+class PreprocessingError(LRPFacesError, ValueError):
+    """Preprocessing settings that do not describe a normalisation, or images PixelNorm cannot take."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,14 @@ class Preprocessing:
 
 def _check_preprocessing(mean, std, scale, channel_order):
     if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        raise PreprocessingError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
     for name, values in (("mean", mean), ("std", std)):
         if len(values) != 3:
-            raise ValueError(f"{name} must have 3 values, one per channel, got {len(values)}")
+            raise PreprocessingError(f"{name} must have 3 values, one per channel, got {len(values)}")
     if any(not value > 0 for value in std):
-        raise ValueError(f"std must be positive in every channel, got {tuple(std)}")
+        raise PreprocessingError(f"std must be positive in every channel, got {tuple(std)}")
     if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+        raise PreprocessingError(f"scale must be positive, got {scale}")
 
 
 def _model_channel_index(channel_order: str) -> list[int]:
@@ -108,7 +114,7 @@ class PixelNorm(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"PixelNorm expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+            raise PreprocessingError(f"PixelNorm expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
         if self.channel_order == "BGR":
             images = images.flip(1)
         return (images * self.scale - self.mean) / self.std

@@ -8,7 +8,9 @@ The rules give the same relevance as zennit's stock rules of the same name, but 
 - for non-negative inputs (every conv after a ReLU in a VGG) the terms of negative inputs, which are exactly zero,
   are skipped, so Gamma needs one modified forward and one transposed convolution. A guard falls back to the
   general form as soon as a negative input appears;
-- inputs are not copied; constant inputs (ZBox bounds, Flat ones) run as a batch of one.
+- inputs are not copied; constant inputs (ZBox bounds, Flat ones) run as a batch of one;
+- large layers are explained a few images at a time, and elementwise work runs in chunks, so the memory LRP needs
+  beyond the plain gradient stays small (see :data:`CHUNK_ELEMENTS`).
 
 The outputs of a layer followed by an in-place ReLU are rectified before the backward pass. This is exact: the
 relevance arriving at an output that the ReLU set to zero is zero for every rule here (each distributes
@@ -19,6 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from zennit.core import Hook, RemovableHandle, RemovableHandleList
+
+from . import parameters as checked
+from .module_state import swapped_parameters
 
 __all__ = ["FastRule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Flat", "Norm"]
 
@@ -38,7 +43,7 @@ class _RelevanceNode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         if ctx.rule.active:
-            relevance_in = ctx.rule.relevance(ctx.module, ctx.input, ctx.output, relevance)
+            relevance_in = ctx.rule.relevance_in_chunks(ctx.module, ctx.input, ctx.output, relevance)
         else:
             relevance_in = input_vjp(ctx.module, ctx.input, relevance)
         ctx.input = ctx.output = None
@@ -87,6 +92,27 @@ class FastRule(Hook):
                   relevance: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def relevance_in_chunks(self, module: nn.Module, input: torch.Tensor, output: torch.Tensor,
+                            relevance: torch.Tensor) -> torch.Tensor:
+        """:meth:`relevance` for a few images at a time where one image's layer has many elements.
+
+        Images are independent, so the result is the same; the rule's layer-sized temporaries (modified outputs,
+        denominators) then exist for at most :data:`CHUNK_ELEMENTS` elements' worth of images at once.
+        """
+        count = input.shape[0]
+        per_image = max(input[0].numel(), output[0].numel(), 1)
+        step = max(1, CHUNK_ELEMENTS // per_image)
+        if step >= count or relevance.shape[0] != count:
+            return self.relevance(module, input, output, relevance)
+        result = None
+        for start in range(0, count, step):
+            images = slice(start, start + step)
+            part = self.relevance(module, input[images], output[images], relevance[images])
+            if result is None:
+                result = part.new_empty((count, *part.shape[1:]))
+            result[images] = part
+        return result
+
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
         return f"{type(self).__name__}({arguments})"
@@ -94,16 +120,9 @@ class FastRule(Hook):
 
 def forward_with(module: nn.Module, input: torch.Tensor, weight, bias) -> torch.Tensor:
     """Run ``module.forward`` with ``weight`` and ``bias`` swapped in, without hooks or autograd."""
-    parameters = module._parameters
-    saved = {name: parameters[name] for name in ("weight", "bias") if name in parameters}
-    try:
-        parameters["weight"] = weight
-        if "bias" in parameters:
-            parameters["bias"] = bias
-        with torch.no_grad():
-            return module.forward(input)
-    finally:
-        parameters.update(saved)
+    swapped = {"weight": weight, "bias": bias} if hasattr(module, "bias") else {"weight": weight}
+    with torch.no_grad(), swapped_parameters(module, **swapped):
+        return module.forward(input)
 
 
 def input_vjp(module: nn.Module, input: torch.Tensor, grad_output: torch.Tensor, weight=None) -> torch.Tensor:
@@ -115,19 +134,10 @@ def input_vjp(module: nn.Module, input: torch.Tensor, grad_output: torch.Tensor,
                                           module.dilation, module.groups).expand(input.shape)
     if isinstance(module, nn.Linear):
         return (grad_output @ weight).expand(input.shape)
-    with torch.enable_grad():
+    swapped = {} if weight is None else {"weight": weight}
+    with torch.enable_grad(), swapped_parameters(module, **swapped):
         leaf = input.detach().requires_grad_()
-        if weight is None:
-            output = module.forward(leaf)
-        else:
-            parameters = module._parameters
-            saved = parameters["weight"]
-            parameters["weight"] = weight
-            try:
-                output = module.forward(leaf)
-            finally:
-                parameters["weight"] = saved
-        return torch.autograd.grad(output, leaf, grad_output)[0]
+        return torch.autograd.grad(module.forward(leaf), leaf, grad_output)[0]
 
 
 def _positive(tensor):
@@ -145,26 +155,68 @@ def _amplified(tensor, gamma, part):
     return part(tensor).mul_(gamma).add_(tensor)
 
 
-def stabilized(denominator: torch.Tensor, stabilizer, owned: bool = False) -> torch.Tensor:
-    """zennit's ``stabilize``: add ``stabilizer`` with the sign of each entry (+ for zero).
+CHUNK_ELEMENTS = 1 << 21
+"""Rules run on as many images at once as fit in this many elements of a layer (at least one image), and
+elementwise work on layer-sized tensors runs in chunks of this many elements, so that temporaries stay small."""
 
-    Works in place on ``denominator`` when ``owned``; a callable ``stabilizer`` is applied as it is.
-    """
-    if callable(stabilizer):
-        return stabilizer(denominator)
-    if not owned:
-        denominator = denominator.clone()
+
+def _chunks(*tensors: torch.Tensor | None):
+    """Matching flat chunks of equally shaped contiguous tensors (``None`` stays ``None``); else the whole ones."""
+    present = [tensor for tensor in tensors if tensor is not None]
+    if any(tensor.shape != present[0].shape or not tensor.is_contiguous() for tensor in present):
+        yield tensors
+        return
+    flat = [None if tensor is None else tensor.view(-1) for tensor in tensors]
+    for start in range(0, present[0].numel(), CHUNK_ELEMENTS):
+        yield tuple(None if tensor is None else tensor[start:start + CHUNK_ELEMENTS] for tensor in flat)
+
+
+def _add_signed_(denominator: torch.Tensor, stabilizer: float) -> torch.Tensor:
+    """zennit's ``stabilize`` in place: add ``stabilizer`` with the sign of each entry (+ for zero)."""
     shift = torch.tensor(stabilizer, dtype=denominator.dtype, device=denominator.device)
     return denominator.add_(torch.where(denominator < 0, -shift, shift))
 
 
-def _divide(relevance: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """``relevance / denominator``, written into ``denominator`` (which must be owned and stabilised)."""
-    return torch.div(relevance, denominator, out=denominator)
+def quotient(relevance: torch.Tensor, denominator: torch.Tensor, stabilizer, output: torch.Tensor | None = None,
+             sign: int = 0) -> torch.Tensor:
+    """``relevance / (denominator + stabilizer * sign(denominator))``, written into ``denominator``.
+
+    The stabiliser is added as zennit's ``stabilize`` adds it (+ for zero); a callable ``stabilizer`` is applied
+    to the denominator as it is. The caller must own ``denominator``.
+
+    With ``sign`` +1 (-1) the quotient is zero wherever ``output`` is not positive (negative), as in the
+    generalised γ rule. The work runs in chunks of :data:`CHUNK_ELEMENTS`, so no layer-sized temporary is made
+    (callable stabilisers and broadcasting relevance excepted).
+    """
+    if callable(stabilizer):
+        denominator = stabilizer(denominator)
+        parts = [(relevance, denominator, output)]
+    else:
+        parts = _chunks(relevance, denominator, output if sign else None)
+    for relevance_part, denominator_part, output_part in parts:
+        if not callable(stabilizer):
+            _add_signed_(denominator_part, stabilizer)
+        torch.div(relevance_part, denominator_part, out=denominator_part)
+        if sign:
+            denominator_part.masked_fill_(output_part <= 0 if sign > 0 else output_part >= 0, 0.0)
+    return denominator
 
 
 def _non_negative(tensor: torch.Tensor) -> bool:
     return bool(tensor.min() >= 0)
+
+
+def _signed_forward(module, input, weight_for_positive, weight_for_negative, bias) -> torch.Tensor:
+    """``weight_for_positive · max(input, 0) + weight_for_negative · min(input, 0) + bias``."""
+    output = forward_with(module, input.clamp(min=0), weight_for_positive, bias)
+    output += forward_with(module, input.clamp(max=0), weight_for_negative, None)
+    return output
+
+
+def _signed_vjp(module, input, scaled, weight_for_positive, weight_for_negative) -> torch.Tensor:
+    """The relevance of the input for ``scaled`` through the two weights of :func:`_signed_forward`."""
+    relevance = input_vjp(module, input, scaled, weight_for_positive).mul_(input.clamp(min=0))
+    return relevance.add_(input_vjp(module, input, scaled, weight_for_negative).mul_(input.clamp(max=0)))
 
 
 class _LinearRule(FastRule):
@@ -194,24 +246,33 @@ class _LinearRule(FastRule):
         return getattr(module, "input_shift", None) is None
 
 
+def _check_zero_params(zero_params, owner: str):
+    names = (zero_params,) if isinstance(zero_params, str) else tuple(zero_params or ())
+    unknown = sorted(set(names) - {"weight", "bias"})
+    if unknown:
+        raise checked.ParameterError(f"{owner}: zero_params may name 'weight' and 'bias', got {unknown}")
+    return zero_params
+
+
 class Epsilon(_LinearRule):
     """LRP-ε: ``R_i = x_i * sum_j w_ij R_j / (z_j + ε sign(z_j))``, as zennit's ``Epsilon``.
 
     Parameters
     ----------
     epsilon : float or callable
-        Stabiliser added with the sign of the denominator.
+        Stabiliser added with the sign of the denominator; > 0.
     zero_params : list of str, optional
         Parameters set to zero for the rule.
     """
 
     def __init__(self, epsilon=1e-6, zero_params=None):
-        super().__init__(epsilon=epsilon, zero_params=zero_params)
+        super().__init__(epsilon=checked.stabilizer(epsilon, "epsilon", "Epsilon"),
+                         zero_params=_check_zero_params(zero_params, "Epsilon"))
 
     def relevance(self, module, input, output, relevance):
         weight, _ = self.parameters_of(module)
-        denominator = stabilized(self.unmodified_output(module, input, output), self.params["epsilon"])
-        return input_vjp(module, input, _divide(relevance, denominator), weight).mul_(input)
+        scaled = quotient(relevance, self.unmodified_output(module, input, output).clone(), self.params["epsilon"])
+        return input_vjp(module, input, scaled, weight).mul_(input)
 
 
 class Gamma(_LinearRule):
@@ -223,70 +284,43 @@ class Gamma(_LinearRule):
     Parameters
     ----------
     gamma : float
-        Amplification of the positive (for positive outputs) or negative (for negative outputs) weights.
+        Amplification (>= 0) of the positive (for positive outputs) or negative (for negative outputs) weights.
     stabilizer : float or callable
     zero_params : list of str, optional
     """
 
     def __init__(self, gamma=0.25, stabilizer=1e-6, zero_params=None):
-        super().__init__(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
+        super().__init__(gamma=checked.non_negative_number(gamma, "gamma", "Gamma"),
+                         stabilizer=checked.stabilizer(stabilizer, "stabilizer", "Gamma"),
+                         zero_params=_check_zero_params(zero_params, "Gamma"))
 
     def relevance(self, module, input, output, relevance):
         gamma, stabilizer = self.params["gamma"], self.params["stabilizer"]
         weight, bias = self.parameters_of(module)
         weight_up, bias_up = _amplified(weight, gamma, _positive), _amplified(bias, gamma, _positive)
 
+        def amplified_down():
+            return _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
+
         if self.has_linear_forward(module) and _non_negative(input):
-            scaled = _divide(relevance, stabilized(forward_with(module, input, weight_up, bias_up), stabilizer, True))
-            scaled.masked_fill_(output <= 0, 0.0)
+            scaled = quotient(relevance, forward_with(module, input, weight_up, bias_up), stabilizer, output, +1)
             gradient = input_vjp(module, input, scaled, weight_up)
-            if not _non_negative(output):
-                relevance_down = relevance * (output < 0)
-                if bool(relevance_down.any()):
-                    weight_down, bias_down = _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
-                    denominator = stabilized(forward_with(module, input, weight_down, bias_down), stabilizer, True)
-                    gradient += input_vjp(module, input, _divide(relevance_down, denominator), weight_down)
+            del scaled
+            if not _non_negative(output) and bool(((output < 0) & (relevance != 0)).any()):
+                weight_down, bias_down = amplified_down()
+                scaled = quotient(relevance, forward_with(module, input, weight_down, bias_down), stabilizer,
+                                  output, -1)
+                gradient += input_vjp(module, input, scaled, weight_down)
             return gradient.mul_(input)
 
-        weight_down, bias_down = _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
-        positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
-        output_up = (forward_with(module, positive_input, weight_up, bias_up)
-                     + forward_with(module, negative_input, weight_down, None))
-        output_down = (forward_with(module, positive_input, weight_down, bias_down)
-                       + forward_with(module, negative_input, weight_up, None))
-        scaled_up = _divide(relevance * (output > 0), stabilized(output_up, stabilizer, True))
-        scaled_down = _divide(relevance * (output < 0), stabilized(output_down, stabilizer, True))
-        return (positive_input * (input_vjp(module, input, scaled_up, weight_up)
-                                  + input_vjp(module, input, scaled_down, weight_down))
-                + negative_input * (input_vjp(module, input, scaled_up, weight_down)
-                                    + input_vjp(module, input, scaled_down, weight_up)))
-
-
-class ZPlus(_LinearRule):
-    """LRP-z+ (α=1, β=0), as zennit's ``ZPlus``.
-
-    Parameters
-    ----------
-    stabilizer : float or callable
-    zero_params : list of str, optional
-    """
-
-    def __init__(self, stabilizer=1e-6, zero_params=None):
-        super().__init__(stabilizer=stabilizer, zero_params=zero_params)
-
-    def relevance(self, module, input, output, relevance):
-        stabilizer = self.params["stabilizer"]
-        weight, bias = self.parameters_of(module)
-        weight_pos, weight_neg = _positive(weight), _negative(weight)
-        if self.has_linear_forward(module) and _non_negative(input):
-            denominator = stabilized(forward_with(module, input, weight_pos, _positive(bias)), stabilizer, True)
-            return input_vjp(module, input, _divide(relevance, denominator), weight_pos).mul_(input)
-        positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
-        denominator = (forward_with(module, positive_input, weight_pos, _positive(bias))
-                       + forward_with(module, negative_input, weight_neg, None))
-        scaled = _divide(relevance, stabilized(denominator, stabilizer, True))
-        return (positive_input * input_vjp(module, input, scaled, weight_pos)
-                + negative_input * input_vjp(module, input, scaled, weight_neg))
+        weight_down, bias_down = amplified_down()
+        scaled_up = quotient(relevance, _signed_forward(module, input, weight_up, weight_down, bias_up), stabilizer,
+                             output, +1)
+        relevance_in = _signed_vjp(module, input, scaled_up, weight_up, weight_down)
+        del scaled_up
+        scaled_down = quotient(relevance, _signed_forward(module, input, weight_down, weight_up, bias_down),
+                               stabilizer, output, -1)
+        return relevance_in.add_(_signed_vjp(module, input, scaled_down, weight_down, weight_up))
 
 
 class AlphaBeta(_LinearRule):
@@ -301,39 +335,84 @@ class AlphaBeta(_LinearRule):
     """
 
     def __init__(self, alpha=2.0, beta=1.0, stabilizer=1e-6, zero_params=None):
-        if alpha < 0 or beta < 0 or alpha - beta != 1:
-            raise ValueError(f"AlphaBeta needs alpha, beta >= 0 with alpha - beta == 1, got alpha={alpha}, beta={beta}")
-        super().__init__(alpha=alpha, beta=beta, stabilizer=stabilizer, zero_params=zero_params)
+        alpha = checked.non_negative_number(alpha, "alpha", "AlphaBeta")
+        beta = checked.non_negative_number(beta, "beta", "AlphaBeta")
+        if alpha - beta != 1:
+            raise checked.ParameterError(
+                f"AlphaBeta needs alpha, beta >= 0 with alpha - beta == 1, got alpha={alpha}, beta={beta}")
+        super().__init__(alpha=alpha, beta=beta, stabilizer=checked.stabilizer(stabilizer, "stabilizer", "AlphaBeta"),
+                         zero_params=_check_zero_params(zero_params, "AlphaBeta"))
 
     def relevance(self, module, input, output, relevance):
-        alpha, beta, stabilizer = self.params["alpha"], self.params["beta"], self.params["stabilizer"]
+        alpha, beta, stabilizer = self.params.get("alpha", 1.0), self.params.get("beta", 0.0), self.params["stabilizer"]
         weight, bias = self.parameters_of(module)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
-        if self.has_linear_forward(module) and _non_negative(input):
-            denominator_pos = stabilized(forward_with(module, input, weight_pos, _positive(bias)), stabilizer, True)
-            denominator_neg = stabilized(forward_with(module, input, weight_neg, _negative(bias)), stabilizer, True)
-            gradient = input_vjp(module, input, _divide(relevance, denominator_pos), weight_pos).mul_(alpha)
-            gradient -= input_vjp(module, input, _divide(relevance, denominator_neg), weight_neg).mul_(beta)
-            return gradient.mul_(input)
-        positive_input, negative_input = input.clamp(min=0), input.clamp(max=0)
-        denominator_pos = (forward_with(module, positive_input, weight_pos, _positive(bias))
-                           + forward_with(module, negative_input, weight_neg, None))
-        denominator_neg = (forward_with(module, positive_input, weight_neg, _negative(bias))
-                           + forward_with(module, negative_input, weight_pos, None))
-        scaled_pos = _divide(relevance, stabilized(denominator_pos, stabilizer, True))
-        scaled_neg = _divide(relevance, stabilized(denominator_neg, stabilizer, True))
-        return (alpha * (positive_input * input_vjp(module, input, scaled_pos, weight_pos)
-                         + negative_input * input_vjp(module, input, scaled_pos, weight_neg))
-                - beta * (positive_input * input_vjp(module, input, scaled_neg, weight_neg)
-                          + negative_input * input_vjp(module, input, scaled_neg, weight_pos)))
+        bias_pos, bias_neg = _positive(bias), _negative(bias)
+        fast = self.has_linear_forward(module) and _non_negative(input)
+
+        def positive_part():  # the relevance of the positive contributions: z+ in the numerator and denominator
+            if fast:
+                scaled = quotient(relevance, forward_with(module, input, weight_pos, bias_pos), stabilizer)
+                return input_vjp(module, input, scaled, weight_pos).mul_(input)
+            scaled = quotient(relevance, _signed_forward(module, input, weight_pos, weight_neg, bias_pos), stabilizer)
+            return _signed_vjp(module, input, scaled, weight_pos, weight_neg)
+
+        def negative_part():
+            if fast:
+                scaled = quotient(relevance, forward_with(module, input, weight_neg, bias_neg), stabilizer)
+                return input_vjp(module, input, scaled, weight_neg).mul_(input)
+            scaled = quotient(relevance, _signed_forward(module, input, weight_neg, weight_pos, bias_neg), stabilizer)
+            return _signed_vjp(module, input, scaled, weight_neg, weight_pos)
+
+        relevance_in = positive_part()
+        if alpha != 1.0:
+            relevance_in.mul_(alpha)
+        if beta != 0.0:
+            relevance_in.sub_(negative_part().mul_(beta))
+        return relevance_in
+
+
+class ZPlus(AlphaBeta):
+    """LRP-z+ (α=1, β=0), as zennit's ``ZPlus``.
+
+    Parameters
+    ----------
+    stabilizer : float or callable
+    zero_params : list of str, optional
+    """
+
+    def __init__(self, stabilizer=1e-6, zero_params=None):
+        _LinearRule.__init__(self, stabilizer=checked.stabilizer(stabilizer, "stabilizer", "ZPlus"),
+                             zero_params=_check_zero_params(zero_params, "ZPlus"))
+
+
+def _per_image(value, input: torch.Tensor) -> bool:
+    """Whether a ZBox bound is given per image of ``input``."""
+    return (isinstance(value, torch.Tensor) and value.ndim == input.ndim and value.shape[0] == input.shape[0]
+            and input.shape[0] > 1)
 
 
 def _constant_input(value, input: torch.Tensor) -> torch.Tensor:
     """``value`` as an input tensor: a batch of one unless it is given per image."""
     tensor = torch.as_tensor(value, dtype=input.dtype, device=input.device)
-    if tensor.ndim == input.ndim and tensor.shape[0] == input.shape[0] and input.shape[0] > 1:
+    if _per_image(tensor, input):
         return tensor
     return torch.broadcast_to(tensor, (1, *input.shape[1:]))
+
+
+def _check_bounds(low, high):
+    """Float bounds must be finite with ``low < high``; tensors must be finite and ``low <= high`` everywhere."""
+    if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
+        low_tensor, high_tensor = torch.as_tensor(low), torch.as_tensor(high)
+        if not (bool(torch.isfinite(low_tensor).all()) and bool(torch.isfinite(high_tensor).all())):
+            raise checked.ParameterError("ZBox: low and high must be finite")
+        if bool((low_tensor > high_tensor).any()):
+            raise checked.ParameterError("ZBox: low must not exceed high anywhere")
+        return low, high
+    low, high = checked.number(low, "low", "ZBox"), checked.number(high, "high", "ZBox")
+    if not low < high:
+        raise checked.ParameterError(f"ZBox: low must be below high, got low={low}, high={high}")
+    return low, high
 
 
 class ZBox(_LinearRule):
@@ -350,23 +429,37 @@ class ZBox(_LinearRule):
     """
 
     def __init__(self, low=0.0, high=1.0, stabilizer=1e-6, zero_params=None):
-        super().__init__(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params)
+        low, high = _check_bounds(low, high)
+        super().__init__(low=low, high=high, stabilizer=checked.stabilizer(stabilizer, "stabilizer", "ZBox"),
+                         zero_params=_check_zero_params(zero_params, "ZBox"))
+
+    def relevance_in_chunks(self, module, input, output, relevance):
+        if _per_image(self.params["low"], input) or _per_image(self.params["high"], input):
+            return self.relevance(module, input, output, relevance)  # bounds per image: all images at once
+        return super().relevance_in_chunks(module, input, output, relevance)
 
     def relevance(self, module, input, output, relevance):
         weight, bias = self.parameters_of(module)
         low, high = _constant_input(self.params["low"], input), _constant_input(self.params["high"], input)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
-        output = self.unmodified_output(module, input, output)
         bounds = forward_with(module, low, weight_pos, _positive(bias))
         bounds += forward_with(module, high, weight_neg, _negative(bias))
-        denominator = stabilized(output - bounds, self.params["stabilizer"], True)
-        scaled = _divide(relevance, denominator)
+        denominator = torch.sub(self.unmodified_output(module, input, output), bounds)
+        del bounds
+        scaled = quotient(relevance, denominator, self.params["stabilizer"])
         # (x - l) w+ + (x - h) w-: the same sum as zennit's x w - l w+ - h w-, without its cancellation
         relevance_in = input_vjp(module, input, scaled, weight_pos).mul_(input - low)
         return relevance_in.add_(input_vjp(module, input, scaled, weight_neg).mul_(input - high))
 
 
-class Flat(_LinearRule):
+class _StabilizedRule:
+    """Mixin for rules whose only parameter is the stabiliser."""
+
+    def __init__(self, stabilizer=1e-6):
+        super().__init__(stabilizer=checked.stabilizer(stabilizer, "stabilizer", type(self).__name__))
+
+
+class Flat(_StabilizedRule, _LinearRule):
     """LRP-flat: relevance spread uniformly over each output's receptive field, as zennit's ``Flat``.
 
     Parameters
@@ -374,19 +467,16 @@ class Flat(_LinearRule):
     stabilizer : float or callable
     """
 
-    def __init__(self, stabilizer=1e-6):
-        super().__init__(stabilizer=stabilizer)
-
     def relevance(self, module, input, output, relevance):
         ones_weight = torch.ones_like(module.weight)
         ones = torch.ones((1, *input.shape[1:]), dtype=input.dtype, device=input.device)
         shift = getattr(module, "input_shift", None)
         fan_in = forward_with(module, ones if shift is None else ones + shift, ones_weight, None)
-        scaled = _divide(relevance, stabilized(fan_in.expand_as(relevance).clone(), self.params["stabilizer"], True))
+        scaled = quotient(relevance, fan_in.expand_as(relevance).clone(), self.params["stabilizer"])
         return input_vjp(module, input, scaled, ones_weight)
 
 
-class Norm(FastRule):
+class Norm(_StabilizedRule, FastRule):
     """Relevance in proportion to each input's share of the output, for parameter-free layers such as pooling.
 
     Parameters
@@ -394,9 +484,6 @@ class Norm(FastRule):
     stabilizer : float or callable
     """
 
-    def __init__(self, stabilizer=1e-6):
-        super().__init__(stabilizer=stabilizer)
-
     def relevance(self, module, input, output, relevance):
-        scaled = _divide(relevance, stabilized(output, self.params["stabilizer"]))
+        scaled = quotient(relevance, output.clone(), self.params["stabilizer"])
         return input_vjp(module, input, scaled).mul_(input)

@@ -10,7 +10,7 @@ from lrp_faces import methods
 from lrp_faces.attribution import InputError, TargetError
 from lrp_faces.nn import PixelNorm
 
-from conftest import PRESETS, small_vgg
+from conftest import PRESETS, small_vgg, trained_scale
 from test_canonizers import assert_restored, snapshot
 
 
@@ -27,14 +27,15 @@ def contrastive_model(model: nn.Module) -> nn.Module:
     return contrast
 
 
-def stock_relevance(model, images, target, preprocessing):
-    """Stock zennit EpsilonGammaBox on the uncanonized model, bounds in normalised space."""
-    mean = torch.tensor(preprocessing.mean, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessing.std, dtype=images.dtype).view(1, 3, 1, 1)
-    if preprocessing.channel_order == "BGR":
-        mean, std = mean, std  # bounds are per model channel, which is what mean/std are given in
-    composite = StockEpsilonGammaBox(low=(0 - mean) / std, high=(preprocessing.scale - mean) / std, gamma=0.25,
-                                     epsilon=1e-6, layer_map=[(PixelNorm, Pass())])
+def stock_relevance(model, images, target):
+    """Stock zennit EpsilonGammaBox on the uncanonized model, bounds in normalised space.
+
+    The bounds are the model's own normalisation of pixels 0 and 1 (its PixelNorm's mean and std, in the model's
+    dtype), so that the reference describes the same network as the model.
+    """
+    norm = next(module for module in model.modules() if isinstance(module, PixelNorm))
+    composite = StockEpsilonGammaBox(low=(0 - norm.mean) / norm.std, high=(norm.scale - norm.mean) / norm.std,
+                                     gamma=0.25, epsilon=1e-6, layer_map=[(PixelNorm, Pass())])
     leaf = images.clone().requires_grad_()
     with composite.context(model) as modified:
         logits = modified(leaf)
@@ -43,19 +44,35 @@ def stock_relevance(model, images, target, preprocessing):
     return gradient.sum(1)
 
 
+def explained_in_float64(model, images, target, contrastive):
+    """The default method's relevance in float64: ``Method.explain`` keeps the model's dtype."""
+    return methods.get("epsilon_gamma_box").explain(model.double(), images.double(), target, contrastive).relevance
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=list(PRESETS))
 @pytest.mark.parametrize("contrastive", [False, True])
-def test_default_method_equals_stock_zennit_epsilon_gamma_box(preset, contrastive, images):
+def test_default_method_equals_stock_zennit_epsilon_gamma_box_in_float64(preset, contrastive, images):
+    model = small_vgg(preprocessing=PRESETS[preset], dtype=torch.float64)
+    target = torch.tensor([0, 3, 1, 4])
+    ours = explained_in_float64(model, images, target, contrastive)
+    reference_model = contrastive_model(model) if contrastive else model
+    reference = stock_relevance(reference_model, images.double(), target)
+    assert ours.dtype == torch.float64
+    assert (ours - reference).abs().max() <= 1e-10 * reference.abs().max()
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=list(PRESETS))
+def test_default_method_equals_stock_zennit_in_float32_on_trained_scale_weights(preset, images):
+    """float32 rounding depends on the CPU's kernels: 1e-4 of the largest relevance holds on any CPU."""
     model = small_vgg(preprocessing=PRESETS[preset])
     target = torch.tensor([0, 3, 1, 4])
-    ours = lrp_faces.attribute(model, images, target=target, contrastive=contrastive)
-    reference_model = contrastive_model(model) if contrastive else model
-    reference = stock_relevance(reference_model, images, target, PRESETS[preset])
-    assert (ours - reference).abs().max() <= 1e-5 * reference.abs().max()
+    ours = lrp_faces.attribute(model, images, target=target, contrastive=True)
+    reference = stock_relevance(contrastive_model(model), images, target)
+    assert (ours - reference).abs().max() <= 1e-4 * reference.abs().max()
 
 
 def test_default_method_equals_stock_zennit_with_a_merged_batch_norm(images):
-    """For VGG-16-BN the reference is the same network with the BatchNorms merged by hand (exactly)."""
+    """For VGG-16-BN the reference is the same network with the BatchNorms merged by hand (exactly), in float64."""
     model = small_vgg(batch_norm=True, dtype=torch.float64)
     plain = small_vgg(batch_norm=False, dtype=torch.float64)
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
@@ -69,9 +86,9 @@ def test_default_method_equals_stock_zennit_with_a_merged_batch_norm(images):
         plain.classifier.load_state_dict(model.classifier.state_dict())
     images = images.double()
     target = torch.tensor([0, 3, 1, 4])
-    ours = lrp_faces.attribute(model, images, target=target, contrastive=False)
-    reference = stock_relevance(plain, images, target, lrp_faces.IMAGENET)
-    assert (ours - reference.float()).abs().max() <= 1e-5 * reference.abs().max()
+    ours = explained_in_float64(model, images, target, contrastive=False)
+    reference = stock_relevance(plain, images, target)
+    assert (ours - reference).abs().max() <= 1e-10 * reference.abs().max()
 
 
 def test_relevance_is_conserved_by_the_default_method_on_a_bias_free_model():
@@ -92,7 +109,7 @@ def test_output_is_the_contrastive_output_of_the_target(images):
     logits = model(images).detach()
     chosen = logits[torch.arange(4), target]
     expected = chosen - (logits.sum(1) - chosen) / 5
-    assert torch.allclose(result.output, expected, atol=1e-5)
+    assert torch.allclose(result.output, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
     assert torch.equal(result.prediction, logits.argmax(1))
     assert torch.equal(result.target, target)
 
@@ -116,7 +133,7 @@ def test_results_do_not_depend_on_the_batch_size(method, images):
     model = small_vgg()
     one = lrp_faces.attribute(model, images, method=method, batch_size=1)
     all_at_once = lrp_faces.attribute(model, images, method=method, batch_size=4)
-    assert torch.allclose(one, all_at_once, rtol=1e-4, atol=1e-6 * one.abs().max().item())
+    assert torch.allclose(one, all_at_once, rtol=1e-4, atol=1e-4 * one.abs().max().item())
 
 
 def test_relevance_is_float32_on_the_cpu_with_one_map_per_image(images):
@@ -192,14 +209,32 @@ def test_unknown_method_parameter_names_the_accepted_ones(images):
 
 
 @pytest.mark.slow
-def test_full_size_vgg16_at_224_px_equals_stock_zennit():
-    """The real path: full-width torchvision VGG-16, 224 px, batch of 1."""
+def test_full_size_vgg16_at_224_px_equals_stock_zennit_in_float64():
+    """The real path: full-width VGG-16 with torchvision's initialisation, 224 px, two images, in float64.
+
+    torchvision's N(0, 0.01) classifier makes these maps ill-conditioned (float32 rounding alone moves them by
+    ~1e-3 of the largest relevance, differently on each CPU); in float64 ours and zennit's agree to ~1e-12.
+    """
     torch.manual_seed(0)
-    model = lrp_faces.vgg16(num_classes=2, preprocessing=lrp_faces.VGGFACE).eval()
-    images = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    result = lrp_faces.attribute(model, images, target=[1], contrastive=False, return_output=True)
-    assert result.relevance.shape == (1, 224, 224) and bool(torch.isfinite(result.relevance).all())
-    reference = stock_relevance(model, images, torch.tensor([1]), lrp_faces.VGGFACE)
-    assert (result.relevance - reference).abs().max() <= 1e-5 * reference.abs().max()
+    model = lrp_faces.vgg16(num_classes=2, preprocessing=lrp_faces.VGGFACE).double().eval()
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = torch.tensor([1, 0])
+    explanation = methods.get("epsilon_gamma_box").explain(model, images, target, contrastive=False)
+    reference = stock_relevance(model, images, target)
+    assert explanation.relevance.shape == (2, 224, 224) and explanation.relevance.dtype == torch.float64
+    assert (explanation.relevance - reference).abs().max() <= 1e-8 * reference.abs().max()
     # torchvision initialises all biases to zero: relevance is conserved up to the stabilisers
-    assert torch.allclose(result.relevance.sum(), result.output[0], rtol=2e-2)
+    assert torch.allclose(explanation.relevance.sum((1, 2)), explanation.output, rtol=2e-2)
+
+
+@pytest.mark.slow
+def test_full_size_vgg16_at_224_px_in_float32_is_close_to_stock_zennit_on_trained_scale_weights():
+    """float32 through ``attribute`` on well-conditioned weights: 4e-4 of the largest relevance on the development
+    CPU (stock zennit's own float32 error is of that order); 1e-2 holds on any CPU and still catches a wrong rule."""
+    torch.manual_seed(0)
+    model = trained_scale(lrp_faces.vgg16(num_classes=2, preprocessing=lrp_faces.VGGFACE),
+                          torch.Generator().manual_seed(0)).eval()
+    images = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ours = lrp_faces.attribute(model, images, target=[1], contrastive=False)
+    reference = stock_relevance(model, images, torch.tensor([1]))
+    assert (ours - reference).abs().max() <= 1e-2 * reference.abs().max()

@@ -81,3 +81,23 @@ def test_methods_take_only_their_own_parameters():
     with pytest.raises(TypeError, match="smoothgrad.*accepts"):
         methods.get("smoothgrad", gamma=0.3)
     assert methods.get("epsilon_gamma_box", gamma=0.5).params["gamma"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["epsilon_gamma_box", "gradient", "smoothgrad"])
+def test_explain_called_directly_runs_in_evaluation_mode_and_restores_the_training_mode(name):
+    model = small_vgg().train()  # dropout would make two explanations differ
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    method = methods.get(name)
+    first, second = (method.explain(model, images, None).relevance for _ in range(2))
+    assert torch.equal(first, second)
+    assert model.training and all(module.training for module in model.modules())
+    assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_methods_are_frozen_records_of_their_checked_parameters():
+    method = methods.get("epsilon_gamma_box", gamma=1, low=0)
+    assert method.params == {"gamma": 1.0, "epsilon": 1e-6, "stabilizer": 1e-6, "low": 0.0, "high": 1.0}
+    assert type(method.params["gamma"]) is float and method == methods.get("epsilon_gamma_box", gamma=1.0)
+    assert repr(method) == "EpsilonGammaBox(gamma=1.0, epsilon=1e-06, stabilizer=1e-06, low=0.0, high=1.0)"
+    with pytest.raises(AttributeError):
+        method.gamma = 2.0

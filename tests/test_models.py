@@ -12,8 +12,11 @@ import torch.nn.functional as F
 import torchvision
 
 import lrp_faces
-from lrp_faces.models import (WeightsError, load_model, load_torchvision_vgg16, load_vgg_face, read_checkpoint_info,
-                              replace_head, save_model, vgg16, vgg16_from_architecture)
+import lrp_faces.files
+from lrp_faces.parameters import ParameterError, ParameterTypeError
+from lrp_faces.models import (NonFiniteWeightsWarning, UnverifiedCheckpointWarning, WeightsError, load_model,
+                              load_torchvision_vgg16, load_vgg_face, read_checkpoint_info, replace_head, save_model,
+                              vgg16, vgg16_from_architecture, weights_digest)
 
 CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 PORT_CONVS = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2",
@@ -405,7 +408,8 @@ def test_checkpoint_round_trip_is_bit_identical_and_keeps_everything(tmp_path, i
     info = read_checkpoint_info(path)
     assert "state_dict" not in info and info["format_version"] == 1 and info["class_names"] == names
     assert info["preprocessing"] == lrp_faces.VGGFACE.to_dict() and info["metadata"] == metadata
-    assert info["versions"]["torch"] == str(torch.__version__) and "lrp_faces" in info["versions"]
+    assert info["versions"] == lrp_faces.files.versions() and "lrp_faces" in info["versions"]
+    assert str(torch.__version__).startswith(info["versions"]["torch"])
 
 
 def test_checkpoint_keeps_float64_and_provenance_of_loaded_weights(tmp_path, inputs):
@@ -469,3 +473,105 @@ def test_bad_checkpoints_give_errors_naming_the_file(tmp_path):
     content["format_version"] = 99
     with pytest.raises(WeightsError, match="future.pt.*version 99"):
         load_model(save(content, tmp_path / "future.pt"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# damaged and doubtful weights
+# ---------------------------------------------------------------------------------------------------------------------
+
+def flip_bytes(path, tensor, count=64):
+    """Flip ``count`` bytes in the middle of ``tensor``'s data inside the file at ``path``; returns the offset."""
+    content = bytearray(path.read_bytes())
+    raw = tensor.detach().contiguous().numpy().tobytes()
+    offset = content.find(raw[:256])
+    assert offset >= 0, "tensor data not found in the file"
+    start = offset + len(raw) // 2
+    for index in range(start, start + count):
+        content[index] ^= 0xFF
+    path.write_bytes(bytes(content))
+    return start
+
+
+def test_a_checkpoint_with_flipped_bytes_in_its_weights_is_refused_naming_the_file(tmp_path):
+    model = small_model(batch_norm=False)
+    path = save_model(model, tmp_path / "model.pt")
+    flip_bytes(path, model.classifier[0].weight)
+    content = torch.load(path, weights_only=True)  # still a readable file: only the digest can tell
+    assert not torch.equal(content["state_dict"]["classifier.0.weight"], model.classifier[0].weight)
+    with pytest.raises(WeightsError, match=r"model.pt.*damaged.*differ from the digest"):
+        load_model(path)
+
+
+def test_checkpoints_record_the_digest_of_their_weights(tmp_path):
+    model = small_model()
+    path = save_model(model, tmp_path / "model.pt")
+    assert read_checkpoint_info(path)["weights_sha256"] == weights_digest(model)
+    assert weights_digest(load_model(path)) == weights_digest(model)
+
+
+def test_a_checkpoint_without_a_digest_loads_with_a_warning(tmp_path, inputs):
+    model = small_model(batch_norm=False)
+    content = torch.load(save_model(model, tmp_path / "new.pt"), weights_only=True)
+    del content["weights_sha256"]
+    path = save(content, tmp_path / "old.pt")
+    with pytest.warns(UnverifiedCheckpointWarning, match="old.pt.*no weights digest.*save it again"):
+        loaded = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(inputs), model(inputs))
+
+
+def test_weights_digest_depends_on_every_byte_and_name():
+    state = torchvision_state_dict(**SMALL)
+    digest = weights_digest(state)
+    changed = dict(state)
+    changed["features.0.bias"] = state["features.0.bias"].clone()
+    changed["features.0.bias"][0] = torch.nextafter(changed["features.0.bias"][0], torch.tensor(1.0))
+    renamed = {("features.99.bias" if key == "features.0.bias" else key): value for key, value in state.items()}
+    assert len({digest, weights_digest(changed), weights_digest(renamed)}) == 3
+    assert weights_digest({key: value.clone() for key, value in state.items()}) == digest
+
+
+def test_nan_weights_in_a_checkpoint_load_with_a_warning_naming_the_tensor(tmp_path):
+    model = small_model(batch_norm=False)
+    with torch.no_grad():
+        model.features[5].weight[0, 0, 0, 0] = float("nan")
+    path = save_model(model, tmp_path / "diverged.pt")
+    with pytest.warns(NonFiniteWeightsWarning, match=r"diverged.pt.*NaN or Inf \(in features.5.weight\)"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "vgg_face"])
+def test_nan_weights_in_a_state_dict_load_with_a_warning(loader, tmp_path):
+    state = torchvision_state_dict(**SMALL)
+    state["classifier.3.bias"][2] = float("inf")
+    if loader == "torchvision":
+        path, load, name = save(state, tmp_path / "vgg.pth"), load_torchvision_vgg16, "classifier.3.bias"
+    else:
+        path, load = save(to_port(state), tmp_path / "port.pth"), load_vgg_face
+        name = "fc7.bias"  # the file's own name
+    with pytest.warns(NonFiniteWeightsWarning, match=f"NaN or Inf \\(in {name}\\)"):
+        load(path)
+
+
+def test_penultimate_is_the_input_of_the_last_layer(inputs):
+    model = small_model()
+    captured = []
+    handle = model.classifier[-1].register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    with torch.no_grad():
+        logits = model(inputs)
+        hidden = model.penultimate(inputs)
+    handle.remove()
+    assert hidden.shape == (3, 32) and torch.equal(hidden, captured[0])
+    assert torch.equal(model.classifier[-1](hidden), logits)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"num_classes": 0}, ParameterError, "vgg16: num_classes must be a positive int, got 0"),
+    ({"num_classes": 2.0}, ParameterTypeError, "vgg16: num_classes must be a positive int, got float"),
+    ({"width": -0.5}, ParameterError, "vgg16: width must be a finite number > 0"),
+    ({"dropout": 1.5}, ParameterError, r"vgg16: dropout must be a probability in \[0, 1\]"),
+    ({"preprocessing": "imagenet"}, ParameterTypeError, "vgg16: preprocessing must be a Preprocessing"),
+])
+def test_builder_arguments_are_checked_with_package_errors(arguments, error, message):
+    with pytest.raises(error, match=message):
+        vgg16(**arguments)

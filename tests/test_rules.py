@@ -11,6 +11,7 @@ from zennit.types import AvgPool, Convolution, Linear
 from lrp_faces import rules
 from lrp_faces.canonizers import PixelNormCanonizer
 from lrp_faces.nn import PixelNorm
+from lrp_faces.parameters import ParameterError, ParameterTypeError
 
 from conftest import PRESETS
 
@@ -296,3 +297,91 @@ def test_rules_copy_with_their_parameters():
     rule = rules.Gamma(gamma=0.7, stabilizer=1e-3)
     copied = rule.copy()
     assert copied is not rule and copied.params == rule.params
+
+
+def test_rules_give_the_same_relevance_when_large_layers_run_a_few_images_at_a_time(tiny_images, monkeypatch):
+    """Chunks of one image and of 7 elements must not change the maths (float64, all rules of the composites)."""
+    model = TinyVGG(seed=1)
+    target = torch.tensor([0, 2, 1])
+    composites = [ours_epsilon_gamma_box, lambda: SpecialFirstLayerMapComposite(
+        layer_map=[(AvgPool, rules.Norm()), (Convolution, rules.AlphaBeta()), (nn.Linear, rules.Epsilon())],
+        first_map=[(Linear, rules.Flat())])]
+    for make in composites:
+        whole = torch_relevance(model, tiny_images, target, make())
+        monkeypatch.setattr(rules, "CHUNK_ELEMENTS", 7)
+        chunked = torch_relevance(model, tiny_images, target, make())
+        monkeypatch.undo()
+        assert torch.allclose(chunked, whole, rtol=1e-12, atol=1e-14 * whole.abs().max().item())
+
+
+def test_zbox_with_bounds_per_image_is_not_split_into_chunks(tiny_images, monkeypatch):
+    model = TinyVGG(seed=1)
+    target = torch.tensor([0, 2, 1])
+    low = torch.zeros(3, 3, 6, 6, dtype=torch.float64)
+    high = torch.ones(3, 3, 6, 6, dtype=torch.float64)
+    high[1] = 2.0
+
+    def composite(first_rule):
+        return SpecialFirstLayerMapComposite(
+            layer_map=[(AvgPool, rules.Norm()), (Convolution, rules.Gamma()), (nn.Linear, rules.Epsilon())],
+            first_map=[(Convolution, first_rule)])
+
+    monkeypatch.setattr(rules, "CHUNK_ELEMENTS", 7)
+    ours = torch_relevance(model, tiny_images, target, composite(rules.ZBox(low=low, high=high)))
+    reference = torch_relevance(model, tiny_images, target, composite(stock.ZBox(low=low, high=high)))
+    assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-12 * reference.abs().max().item())
+
+
+def zennit_stabilize(values, epsilon):
+    """zennit.core.stabilize, written out: add epsilon with the sign of each entry, + for zero."""
+    return values + ((values == 0.0) + values.sign()) * epsilon
+
+
+@pytest.mark.parametrize("sign", [0, 1, -1])
+def test_quotient_in_chunks_is_bit_identical_to_zennits_stabilised_division(sign, monkeypatch):
+    monkeypatch.setattr(rules, "CHUNK_ELEMENTS", 5)
+    generator = torch.Generator().manual_seed(0)
+    denominator = torch.randn(3, 4, 5, generator=generator) * 1e-6
+    denominator[0, 0, :3] = torch.tensor([0.0, -0.0, -1e-6])
+    relevance = torch.randn(3, 4, 5, generator=generator)
+    output = torch.randn(3, 4, 5, generator=generator)
+    output[1, 1, 1] = 0.0
+    expected = relevance / zennit_stabilize(denominator, 1e-6)
+    if sign:
+        expected = torch.where(output * sign > 0, expected, torch.zeros(()))
+    result = rules.quotient(relevance, denominator.clone(), 1e-6, output, sign)
+    assert torch.equal(result, expected)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: rules.Epsilon(epsilon=0.0), "epsilon must be a finite number > 0"),
+    (lambda: rules.Gamma(gamma=-1.0), "gamma must be a finite number >= 0"),
+    (lambda: rules.Gamma(gamma=float("nan")), "gamma must be a finite number"),
+    (lambda: rules.ZPlus(stabilizer=-1e-6), "stabilizer must be a finite number > 0"),
+    (lambda: rules.ZBox(low=1.0, high=0.0), "low must be below high"),
+    (lambda: rules.Flat(stabilizer=float("inf")), "stabilizer must be a finite number"),
+    (lambda: rules.Epsilon(zero_params=["weights"]), "zero_params may name"),
+])
+def test_rules_refuse_parameters_out_of_range(make, message):
+    with pytest.raises(ParameterError, match=message):
+        make()
+
+
+def test_rules_refuse_parameters_of_the_wrong_type():
+    with pytest.raises(ParameterTypeError, match="Gamma: gamma must be a finite number, got str 'big'"):
+        rules.Gamma(gamma="big")
+
+
+def test_a_callable_stabilizer_is_applied_as_it_is(tiny_images):
+    model = TinyVGG(seed=1)
+    target = torch.tensor([0, 2, 1])
+    composite = lambda epsilon: LayerMapComposite([(AvgPool, rules.Norm()), (nn.Linear, rules.Epsilon(epsilon))])
+    by_value = torch_relevance(model, tiny_images, target, composite(1e-3))
+    by_callable = torch_relevance(model, tiny_images, target,
+                                  composite(lambda values: values + ((values == 0) + values.sign()) * 1e-3))
+    assert torch.allclose(by_callable, by_value, rtol=1e-12, atol=0)
+
+
+def test_zplus_is_alpha_beta_with_alpha_1_and_keeps_its_own_parameters():
+    rule = rules.ZPlus(stabilizer=1e-3)
+    assert rule.params == {"stabilizer": 1e-3, "zero_params": None} and repr(rule.copy()) == repr(rule)

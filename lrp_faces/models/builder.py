@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
+from .. import parameters as checked
 from ..nn import IMAGENET, PixelNorm, Preprocessing
 
 #: torchvision's configuration "D": conv widths, "M" for max pooling.
@@ -43,12 +44,13 @@ class ModelCard:
         if self.class_names is not None:
             if isinstance(self.class_names, str) or not isinstance(self.class_names, Sequence) or not all(
                     isinstance(name, str) for name in self.class_names):
-                raise TypeError(f"class_names must be a sequence of str, got {self.class_names!r}")
+                raise checked.ParameterTypeError(f"ModelCard: class_names must be a sequence of str, got "
+                                                 f"{self.class_names!r}")
             object.__setattr__(self, "class_names", tuple(self.class_names))
         for name in ("spec", "metadata", "provenance"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
-                raise TypeError(f"ModelCard.{name} must be a dict, got {type(value).__name__}")
+                raise checked.ParameterTypeError(f"ModelCard: {name} must be a dict, got {type(value).__name__}")
         if self.metadata is None:
             object.__setattr__(self, "metadata", {})
 
@@ -105,7 +107,19 @@ class NormalizedVGG(nn.Module):
         return self.classifier[-1].out_features
 
     def penultimate(self, images: torch.Tensor) -> torch.Tensor:
-        """Activations of the last hidden layer (the input of the final Linear)."""
+        """Activations of the last hidden layer: exactly what the final Linear receives in :meth:`forward`.
+
+        Parameters
+        ----------
+        images : tensor (N, 3, H, W)
+            RGB in [0, 1].
+
+        Returns
+        -------
+        tensor (N, classifier_width)
+            After the last hidden ReLU and Dropout; Dropout acts as in ``forward``, so put the model in evaluation
+            mode for deterministic features.
+        """
         hidden = torch.flatten(self.avgpool(self.features(self.pixel_norm(images))), 1)
         return self.classifier[:-1](hidden)
 
@@ -157,16 +171,16 @@ def vgg16(num_classes: int = 1000, preprocessing: Preprocessing = IMAGENET, widt
     -------
     NormalizedVGG
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width!r}")
-    if not isinstance(classifier_width, int) or classifier_width < 1:
-        raise ValueError(f"classifier_width must be a positive int, got {classifier_width!r}")
-    if not isinstance(pool_size, int) or pool_size < 1:
-        raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+    num_classes = checked.positive_int(num_classes, "num_classes", "vgg16")
+    width = checked.positive_number(width, "width", "vgg16")
+    classifier_width = checked.positive_int(classifier_width, "classifier_width", "vgg16")
+    pool_size = checked.positive_int(pool_size, "pool_size", "vgg16")
+    dropout = checked.non_negative_number(dropout, "dropout", "vgg16")
+    if dropout > 1:
+        raise checked.ParameterError(f"vgg16: dropout must be a probability in [0, 1], got {dropout!r}")
     if not isinstance(preprocessing, Preprocessing):
-        raise TypeError(f"preprocessing must be a Preprocessing such as lrp_faces.IMAGENET, got {type(preprocessing)}")
+        raise checked.ParameterTypeError(f"vgg16: preprocessing must be a Preprocessing such as lrp_faces.IMAGENET, "
+                                         f"got {type(preprocessing).__name__}")
     config = [item if item == "M" else max(1, round(item * width)) for item in VGG16_CONFIG]
     features = tv_vgg.make_layers(config, batch_norm=batch_norm)
     last_channels = config[-2]

@@ -4,38 +4,22 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ..nn import IMAGENET, VGGFACE, PixelNorm, Preprocessing
-from .builder import VGG16_CONFIG, NormalizedVGG, vgg16_from_architecture
-from ..errors import LRPFacesError
+from .. import parameters as checked
+from ..nn import IMAGENET, VGGFACE, Preprocessing
+from ._state_dicts import (WeightsError, check_keys, materialise, meta_model, read_weights_file, shape_of,
+                           warn_if_not_finite)
+from .builder import VGG16_CONFIG, NormalizedVGG
 
 #: Layer names of the PyTorch port of VGG-Face (``vgg_face_dag.pth``), in network order.
 VGG_FACE_CONVS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2",
                   "conv4_3", "conv5_1", "conv5_2", "conv5_3")
 _CLASSIFIER_LINEARS = (0, 3, 6)  # torchvision's classifier indices of fc6, fc7, fc8
 _HEAD = "classifier.6"
-_MAX_LISTED = 25
-
-
-class WeightsError(LRPFacesError, ValueError):
-    """A weights file or checkpoint that cannot be read, or whose tensors do not fit the architecture.
-
-    The message names the file and lists the ``missing``, ``unexpected`` and ``mis_shaped`` keys, which are also
-    available as attributes (lists; ``mis_shaped`` holds ``(key, expected_shape, found_shape)`` tuples).
-    """
-
-    def __init__(self, message: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                 mis_shaped: Sequence[tuple[str, tuple, tuple]] = ()):
-        super().__init__(message)
-        self.missing, self.unexpected, self.mis_shaped = list(missing), list(unexpected), list(mis_shaped)
-
-
-class WeightsFileNotFoundError(WeightsError, FileNotFoundError):
-    """The weights file or checkpoint does not exist (both a ``ValueError`` and a ``FileNotFoundError``)."""
 
 
 def _conv_indices(batch_norm: bool) -> list[int]:
@@ -48,23 +32,6 @@ def _conv_indices(batch_norm: bool) -> list[int]:
             indices.append(index)
             index += 3 if batch_norm else 2
     return indices
-
-
-def _read(path: str | os.PathLike, what: str, mmap: bool = False) -> tuple[Path, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise WeightsFileNotFoundError(f"{what} not found: {str(path)!r} does not exist")
-    if not path.is_file():
-        raise WeightsError(f"{what} {str(path)!r} is not a file")
-    try:
-        return path, torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
-        first_line = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])[:300]
-        raise WeightsError(
-            f"cannot read {what} {str(path)!r}: not a readable PyTorch file (corrupt or truncated, not written by "
-            f"torch.save, or pickling objects other than tensors and plain data; save `model.state_dict()`, not the "
-            f"model). {type(error).__name__}: {first_line}") from error
 
 
 def _state_dict_of(content: Any, path: Path) -> dict[str, Any]:
@@ -80,10 +47,6 @@ def _state_dict_of(content: Any, path: Path) -> dict[str, Any]:
     if all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
         state = {key[len("module."):]: value for key, value in state.items()}
     return state
-
-
-def _shape(value: Any) -> tuple | str:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def _infer_width(channels: dict[int, int]) -> float:
@@ -129,58 +92,6 @@ def _infer_architecture(shapes: dict[str, tuple | str], batch_norm: bool, num_cl
     return architecture, file_classes
 
 
-def _listing(label: str, items: list[str]) -> str:
-    shown = items[:_MAX_LISTED] + ([f"... and {len(items) - _MAX_LISTED} more"] if len(items) > _MAX_LISTED else [])
-    return f"\n  {label} ({len(items)}): " + ", ".join(shown)
-
-
-def _check_keys(state: dict[str, Any], expected: dict[str, tuple], file_key: dict[str, str], path: Path,
-                description: str, ignored: set[str] = frozenset(), hint: str = "") -> None:
-    """Compare a (torchvision-layout) state dict with the expected shapes; raise a WeightsError listing the misfits.
-
-    ``file_key`` maps torchvision keys to the names used in the file; ``ignored`` are file keys that are dropped.
-    """
-    optional = {key for key in expected if key.endswith("num_batches_tracked")}
-    missing = [file_key.get(key, key) for key in expected if key not in state and key not in optional]
-    unexpected = [file_key.get(key, key) for key in state if key not in expected and file_key.get(key, key) not in
-                  ignored]
-    mis_shaped = [(file_key.get(key, key), shape, _shape(state[key])) for key, shape in expected.items()
-                  if key in state and _shape(state[key]) != shape]
-    if not (missing or unexpected or mis_shaped):
-        return
-    message = f"the weights in {str(path)!r} do not fit {description}:"
-    if missing:
-        message += _listing("missing keys", missing)
-    if unexpected:
-        message += _listing("unexpected keys", unexpected)
-    if mis_shaped:
-        message += _listing("mis-shaped keys", [f"{key} (expected {shape}, found {found})"
-                                                for key, shape, found in mis_shaped])
-    raise WeightsError(message + hint, missing, unexpected, mis_shaped)
-
-
-def _meta_model(architecture: dict[str, Any]) -> NormalizedVGG:
-    """Build the model without allocating or initialising weights (parameters on the meta device)."""
-    with torch.device("meta"):
-        return vgg16_from_architecture(architecture)
-
-
-def _materialise(architecture: dict[str, Any], state: dict[str, torch.Tensor], to_float32: bool) -> NormalizedVGG:
-    """A model of ``architecture`` whose tensors are those of ``state`` (already checked), without copies."""
-    model = _meta_model(architecture)
-    tensors = {}
-    for key, reference in model.state_dict().items():
-        tensor = state[key] if key in state else torch.zeros((), dtype=reference.dtype)  # num_batches_tracked
-        if to_float32 and tensor.is_floating_point():
-            tensor = tensor.to(torch.float32)
-        tensors[key] = tensor.contiguous()
-    model.load_state_dict(tensors, strict=True, assign=True)
-    dtype = next(model.parameters()).dtype
-    model.pixel_norm = PixelNorm.from_preprocessing(model.preprocessing).to(dtype)
-    assert not any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()])
-    return model.eval()
-
-
 def _new_head(in_features: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's initialisation of the last layer, N(0, 0.01) and bias 0, from its own seeded generator."""
     generator = torch.Generator().manual_seed(int(seed))
@@ -191,9 +102,10 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
                    num_classes: int | None, seed: int, preprocessing: Preprocessing, source: str,
                    hint: str) -> NormalizedVGG:
     """Shared part of the torchvision and VGG-Face loaders; ``state`` is in torchvision's layout."""
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
-    arguments, file_classes = _infer_architecture({key: _shape(value) for key, value in state.items()}, batch_norm,
+    if num_classes is not None:
+        loader = "load_torchvision_vgg16" if source == "torchvision" else "load_vgg_face"
+        num_classes = checked.positive_int(num_classes, "num_classes", loader)
+    arguments, file_classes = _infer_architecture({key: shape_of(value) for key, value in state.items()}, batch_norm,
                                                   num_classes, preprocessing)
     new_head = num_classes is not None and file_classes != num_classes
     for linear in _CLASSIFIER_LINEARS:  # fcs stored as convolutions (fc6 k x k, fc7/fc8 1 x 1): flatten C, H, W
@@ -202,7 +114,7 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
                 (linear == 0 or weight.shape[2] == 1):
             state[f"classifier.{linear}.weight"] = weight.flatten(1)
     try:
-        expected_model = _meta_model({**arguments, "preprocessing": preprocessing.to_dict()})
+        expected_model = meta_model({**arguments, "preprocessing": preprocessing.to_dict()})
     except (TypeError, ValueError) as error:
         raise WeightsError(f"the weights in {str(path)!r} do not describe a VGG-16: {error}") from error
     expected = {key: tuple(value.shape) for key, value in expected_model.state_dict().items()}
@@ -213,13 +125,14 @@ def _load_external(path: Path, state: dict[str, Any], file_key: dict[str, str], 
     description = (f"a VGG-16{'-BN' if batch_norm else ''} with conv widths {widths}, "
                    f"pool size {arguments['pool_size']}, classifier width {arguments['classifier_width']}, "
                    f"{arguments['num_classes']} classes")
-    _check_keys(state, expected, file_key, path, description,
-                ignored={file_key.get(key, key) for key in head_keys} if new_head else set(), hint=hint)
+    check_keys(state, expected, file_key, path, description,
+               ignored={file_key.get(key, key) for key in head_keys} if new_head else set(), hint=hint)
+    warn_if_not_finite({file_key.get(key, key): value for key, value in state.items()}, path, stacklevel=4)
     if new_head:
         state = {key: value for key, value in state.items() if key not in head_keys}
         state[f"{_HEAD}.weight"], state[f"{_HEAD}.bias"] = _new_head(arguments["classifier_width"], num_classes,
                                                                       seed)
-    model = _materialise(expected_model.architecture, state, to_float32=True)
+    model = materialise(expected_model.architecture, state, to_float32=True)
     from_file = [key.rsplit(".", 1)[0] for key in model.state_dict() if key not in head_keys or not new_head]
     model.card = model.card.replace(provenance={
         "source": source, "file": str(path.resolve()), "loaded_layers": list(dict.fromkeys(from_file)),
@@ -263,7 +176,7 @@ def load_torchvision_vgg16(path: str | os.PathLike, num_classes: int | None = No
         Unreadable file, or keys/shapes that do not fit (the missing, unexpected and mis-shaped keys are listed);
         :class:`WeightsFileNotFoundError` if the file does not exist.
     """
-    path, content = _read(path, "torchvision VGG-16 weights file")
+    path, content = read_weights_file(path, "torchvision VGG-16 weights file")
     state = _state_dict_of(content, path)
     if batch_norm is None:
         batch_norm = any(key.startswith("features.") and key.endswith(".running_mean") for key in state)
@@ -300,7 +213,7 @@ def load_vgg_face(path: str | os.PathLike, num_classes: int | None = None, seed:
     WeightsError
         As :func:`load_torchvision_vgg16`; keys are listed with the port's names.
     """
-    path, content = _read(path, "VGG-Face weights file")
+    path, content = read_weights_file(path, "VGG-Face weights file")
     source = _state_dict_of(content, path)
     to_torchvision = {f"{name}.{kind}": f"features.{index}.{kind}"
                       for name, index in zip(VGG_FACE_CONVS, _conv_indices(False)) for kind in ("weight", "bias")}
@@ -330,8 +243,7 @@ def replace_head(model: NormalizedVGG, num_classes: int, seed: int = 0) -> Norma
     seed : int
         Seed of its initialisation.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = checked.positive_int(num_classes, "num_classes", "replace_head")
     old = model.classifier[-1]
     head = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
