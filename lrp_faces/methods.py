@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Callable, ClassVar, NamedTuple
+from typing import Callable, ClassVar, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -45,7 +45,17 @@ class MethodRegistryError(LRPFacesError, ValueError):
 
 
 class NonFiniteRelevanceError(LRPFacesError, ValueError):
-    """A method gave NaN or Inf for some images (the message names them and the likely cause)."""
+    """A method gave NaN or Inf for some images (the message names them and the likely cause).
+
+    ``indices`` holds their positions (``first_index + i``) and ``cause`` the likely cause.
+    """
+
+    def __init__(self, message: str, indices: Sequence[int] = (), cause: str = ""):
+        super().__init__(message)
+        self.indices, self.cause = list(indices), cause
+
+    def __reduce__(self):  # keep the indices through pickling (e.g. from a dask worker)
+        return type(self), (str(self), self.indices, self.cause)
 
 
 class Explanation(NamedTuple):
@@ -176,7 +186,7 @@ class Method(ABC):
         indices = [first_index + index for index in bad]
         shown = ", ".join(map(str, indices[:10])) + (f" and {len(indices) - 10} more" if len(indices) > 10 else "")
         raise NonFiniteRelevanceError(f"{self.name or type(self).__name__} gave NaN or Inf for image(s) {shown} "
-                                      f"(indices in the input); likely cause: {cause}")
+                                      f"(indices in the input); likely cause: {cause}", indices, cause)
 
     def _owner(self) -> str:
         return self.name or type(self).__name__

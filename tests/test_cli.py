@@ -420,7 +420,7 @@ def test_real_data_needs_a_human_rdm_or_no_rsa(tmp_path, checkpoints):
         Study.from_toml(tmp_path / "study.toml")
 
 
-STUDY_MASKING = ("score", "n_bootstrap", "n_permutations", "confidence", "batch_size", "max_images")
+STUDY_MASKING = ("score", "n_bootstrap", "n_permutations", "confidence", "batch_size", "precision", "max_images")
 
 
 def test_every_masking_config_field_is_a_key_of_the_masking_table(study_file):
@@ -431,7 +431,8 @@ def test_every_masking_config_field_is_a_key_of_the_masking_table(study_file):
     fields = {field.name for field in dataclasses.fields(MaskingConfig)}
     assert set(settings.to_dict()) == fields | set(STUDY_MASKING)
     assert settings.arguments() == {**settings.config.to_dict(), "score": "output", "n_bootstrap": 20,
-                                    "n_permutations": 20, "confidence": 0.95, "batch_size": None}
+                                    "n_permutations": 20, "confidence": 0.95, "batch_size": None,
+                                    "precision": "float32"}
 
 
 def test_a_new_masking_config_field_is_a_study_key_without_other_edits(study_file, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 
 import lrp_faces
+from lrp_faces.devices import DeviceError
 from lrp_faces import masking
 from lrp_faces.masking import BlockScores, MaskingConfig, MaskingError
 from lrp_faces.models import save_model
@@ -181,11 +182,12 @@ def test_bfloat16_scoring_runs_on_the_cpu_close_to_float32():
     assert not np.array_equal(half.output.values, single.output.values)  # it did run in bfloat16
 
 
-@pytest.mark.parametrize("options, message", [(dict(precision="float16"), "precision must be one of"),
-                                              (dict(device="gpu:x"), "device must be a torch device")])
-def test_an_unknown_precision_or_device_is_rejected(options, message):
+@pytest.mark.parametrize("options, error, message", [
+    (dict(precision="float16"), MaskingError, "precision must be one of"),
+    (dict(device="gpu:x"), DeviceError, "unknown device 'gpu:x'")])
+def test_an_unknown_precision_or_device_is_rejected(options, error, message):
     images, maps, labels = inputs()
-    with pytest.raises(MaskingError, match=message):
+    with pytest.raises(error, match=message):
         masking.curves(tiny_vgg(), images, labels, maps[0], fractions=(0.0, 0.5), **options)
 
 

@@ -11,6 +11,7 @@ import torch
 
 import lrp_faces.zoo.demo as zoo_module
 import lrp_faces.zoo.specs as specs_module
+from lrp_faces.devices import DeviceError
 from lrp_faces import vgg16
 from lrp_faces.faces import synthetic_faces
 from lrp_faces.models import WeightsError, load_model, save_model
@@ -367,11 +368,15 @@ def test_finetune_learns_a_separable_task_from_a_generic_dataset():
 @pytest.mark.parametrize("arguments, message", [
     ({"trainable": "features"}, "trainable"), ({"schedule": "step"}, "schedule"), ({"epochs": 0}, "epochs"),
     ({"batch_size": 2.0}, "batch_size"), ({"lr": 0}, "lr"), ({"label_smoothing": 1.0}, "label_smoothing"),
-    ({"augment": -1}, "augment"), ({"seed": -1}, "seed"), ({"lr": "fast"}, "lr"), ({"num_classes": 0}, "num_classes"),
-    ({"device": "abacus"}, "device must be 'cpu', 'cuda', 'cuda:N'")])
+    ({"augment": -1}, "augment"), ({"seed": -1}, "seed"), ({"lr": "fast"}, "lr"), ({"num_classes": 0}, "num_classes")])
 def test_finetune_rejects_bad_arguments(faces, arguments, message):
     with pytest.raises(ZooError, match=message):
         finetune(tiny_model(), faces, progress=False, **arguments)
+
+
+def test_finetune_on_an_unknown_device_names_it_and_the_choices(faces):
+    with pytest.raises(DeviceError, match="unknown device 'abacus': use 'cpu', 'cuda', 'cuda:N'"):
+        finetune(tiny_model(), faces, progress=False, device="abacus")
 
 
 def test_finetune_of_something_else_than_a_vgg_is_a_package_type_error(faces):
@@ -396,7 +401,7 @@ def test_finetune_on_the_cpu_device_gives_the_default_weights(faces):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
 def test_finetune_on_a_missing_gpu_says_that_cuda_is_not_available(faces):
-    with pytest.raises(ZooError, match=r"device 'cuda:0' was asked for, but CUDA is not available"):
+    with pytest.raises(DeviceError, match=r"device 'cuda:0' asked for, but CUDA is not available"):
         finetune(tiny_model(), faces, device="cuda:0", progress=False)
 
 

@@ -221,8 +221,11 @@ class UnitStore:
             handle.close()
 
     def clear(self) -> None:
-        """Remove the store and its units (after the step's file is assembled from them)."""
+        """Remove the store and its units (after the step's file is assembled from them), and the folder of all
+        steps' units once it is empty."""
         shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other steps' units are still there
+            self.directory.parent.rmdir()
 
 
 def _digest_in(text: str) -> str | None:

@@ -30,8 +30,8 @@ from ._open import open_cube
 from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
                      CubeWarning, Header, ImageTable, cube_files, file_name, read_header, verify_file,
                      version_attributes, write_model_file)
-from .blocks import (block_ranges, block_size_for, dataset_block, explain_unit, model_device, request_digest,
-                     resolve_device, unit_key)
+from ..devices import model_device, resolve_device
+from .blocks import block_ranges, block_size_for, dataset_block, explain_unit, request_digest, unit_key
 
 LOCK_NAME = ".lrp_faces_cube.lock"
 
@@ -128,7 +128,7 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise CubeInputError(f"batch_size must be a positive int, got {batch_size!r}")
     block_size = block_size_for(batch_size, block_size)
-    device = resolve_device(device)
+    device = None if device is None else resolve_device(device)
     directory = _check_directory(path)
     specs = _check_zoo(zoo)
     images = describe_images(dataset)
@@ -326,7 +326,8 @@ def _model_file(zoo, spec: ModelSpec) -> dict:
 
 def _dry_run(model, spec: ModelSpec, image: torch.Tensor, labels: np.ndarray, contrastive: bool) -> int:
     """Run the model on one image: check it takes the dataset's images and has enough classes for the labels."""
-    device, dtype = model_device(model)
+    device = model_device(model)
+    dtype = next(model.parameters()).dtype if next(model.parameters(), None) is not None else torch.float32
     try:
         with evaluation_mode(model), torch.no_grad():
             logits = model(image.to(device=device, dtype=dtype))
@@ -373,12 +374,12 @@ def _models_kept_in_place(plans: list) -> Iterator[None]:
     """Put in-memory models (a Mapping zoo's) back on their devices after units moved them."""
     models = {id(unit.arguments[0]): unit.arguments[0] for plan in plans for unit in plan.units
               if isinstance(unit.arguments[0], torch.nn.Module)}
-    original = {key: model_device(model)[0] for key, model in models.items()}
+    original = {key: model_device(model) for key, model in models.items()}
     try:
         yield
     finally:
         for key, model in models.items():
-            if model_device(model)[0] != original[key]:
+            if model_device(model) != original[key]:
                 model.to(original[key])
 
 

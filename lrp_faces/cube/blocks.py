@@ -23,16 +23,16 @@ import xarray as xr
 from torch import nn
 
 from ..compute import unit_model
+from ..devices import model_device, resolve_device, to_device
 from ..faces import load_images
 from ..files import canonical_json
-from ..methods import Method
+from ..methods import Method, NonFiniteRelevanceError
 from ..module_state import evaluation_mode
 from ..zoo import ModelSpec
 from ._store import PER_MODEL, SHARED, Batch, CubeInputError, CubeNonFiniteError
 
-__all__ = ["Batch", "DEFAULT_BLOCK_IMAGES", "explain_block", "explain_unit", "check_finite", "block_size_for",
-           "block_ranges", "request_digest", "unit_key", "block_dataset", "dataset_block", "resolve_device",
-           "model_device"]
+__all__ = ["Batch", "DEFAULT_BLOCK_IMAGES", "explain_block", "explain_unit", "block_size_for",
+           "block_ranges", "request_digest", "unit_key", "block_dataset", "dataset_block"]
 
 DEFAULT_BLOCK_IMAGES = 64
 """Images per block by default (rounded up to a multiple of the batch size)."""
@@ -40,48 +40,11 @@ REQUEST_KEYS = SHARED + PER_MODEL + ("explained_output", "batch_size", "model", 
 """The model file attributes that a block's maps depend on; their digest is part of every unit's key."""
 
 
-# ------------------------------------------------------------------------------------------------------ devices
-def resolve_device(device: str | torch.device | None) -> torch.device | None:
-    """``None`` (run where each model is), or a checked :class:`torch.device`; ``"auto"`` is CUDA when available."""
-    if device is None:
-        return None
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str such as 'cpu', 'cuda', 'cuda:1' or 'auto', a torch.device or None, got "
-                        f"{type(device).__name__}")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise CubeInputError(f"device {device!r} is not a torch device ({error}); use 'cpu', 'cuda', 'cuda:N' or "
-                             "'auto'") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CubeInputError(f"device {device!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise CubeInputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return resolved
-
-
-def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where a model's parameters are, and their dtype (CPU and float32 for a model without parameters)."""
-    reference = next(model.parameters(), None)
-    if reference is None:
-        return torch.device("cpu"), torch.float32
-    return reference.device, reference.dtype
-
-
-def _to(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``tensor`` on ``device``; from pinned memory without blocking when the device is a GPU."""
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
-    return tensor.to(device=device, dtype=dtype)
-
-
 # ------------------------------------------------------------------------------------------------ the pure unit
 def explain_block(model: nn.Module, method: Method, images: torch.Tensor, labels: Sequence[int] | np.ndarray,
                   first_index: int = 0, contrastive: bool = True, batch_size: int = 16,
-                  device: str | torch.device | None = None) -> Batch:
+                  device: str | torch.device | None = None, *, image_ids: Sequence[str] | None = None,
+                  name: str | ModelSpec = "the model") -> Batch:
     """Explain a block of consecutive images of a data set for their labels, batch by batch.
 
     A pure function of its arguments: the same model, images and settings give the same maps, whatever else runs.
@@ -106,6 +69,14 @@ def explain_block(model: nn.Module, method: Method, images: torch.Tensor, labels
     device : str, torch.device or None
         Where to run; by default where the model is. The model is moved there if it is elsewhere: move it once
         before explaining many blocks. On a GPU, batches go from pinned memory without blocking.
+    image_ids : sequence of str (n,), optional
+        The images' ids, and ``name`` the model's, to name them in errors.
+
+    Raises
+    ------
+    CubeNonFiniteError
+        A map or output is NaN or Inf: the images are named by their index in the data set (and id), with the
+        likely cause; nothing of the block is returned.
 
     Returns
     -------
@@ -117,50 +88,45 @@ def explain_block(model: nn.Module, method: Method, images: torch.Tensor, labels
     if labels.shape != (count,):
         raise CubeInputError(f"explain_block needs one label per image: {count} images, labels of shape "
                              f"{labels.shape}")
-    target_device = resolve_device(device) or model_device(model)[0]
-    if model_device(model)[0] != target_device:
+    target_device = model_device(model) if device is None else resolve_device(device)
+    if model_device(model) != target_device:
         model.to(target_device)
-    dtype = model_device(model)[1]
+    dtype = next(model.parameters()).dtype if next(model.parameters(), None) is not None else torch.float32
     relevance = np.empty((count, height, width), dtype=np.float32)
     output = np.empty(count, dtype=np.float32)
     prediction = np.empty(count, dtype=np.int64)
+    failures = []
     with evaluation_mode(model):
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
-            explanation = method.explain(model, _to(images[start:stop], target_device, dtype),
-                                         _to(torch.from_numpy(labels[start:stop]), target_device), contrastive,
-                                         first_index + start)
+            try:
+                explanation = method.explain(model, to_device(images[start:stop], target_device).to(dtype),
+                                             to_device(torch.from_numpy(labels[start:stop]), target_device),
+                                             contrastive, first_index + start)
+            except NonFiniteRelevanceError as error:  # name every such image of the block, then stop
+                failures.append(error)
+                continue
             relevance[start:stop] = explanation.relevance.detach().float().cpu().numpy()
             output[start:stop] = explanation.output.detach().float().cpu().numpy()
             prediction[start:stop] = explanation.prediction.cpu().numpy()
+    if failures:
+        indices = [index for error in failures for index in error.indices]
+        raise _non_finite(indices, failures[0].cause, first_index, image_ids, name, count)
     return Batch(relevance, output, prediction, labels.copy())
 
 
-def check_finite(batch: Batch, first_index: int, image_ids: Sequence[str], model: str | ModelSpec,
-                 method: Method) -> None:
-    """Raise :class:`CubeNonFiniteError` if any map or output of ``batch`` is NaN or Inf.
+def _non_finite(indices: Sequence[int], cause: str, first_index: int, image_ids: Sequence[str] | None,
+                model: str | ModelSpec, count: int) -> CubeNonFiniteError:
+    """The error for NaN or Inf maps or outputs of images ``indices`` (positions in the data set) of a block."""
+    def name(index: int) -> str:
+        offset = index - first_index
+        return f"{index}" if image_ids is None else f"{index} ({image_ids[offset]!r})"
 
-    The message names the model, the images by their index in the data set (the batch starts at ``first_index``)
-    and their ids (``image_ids`` holds the batch's own), and the likely cause.
-    """
-    maps_ok = np.isfinite(batch.relevance.reshape(len(batch.relevance), -1)).all(axis=1)
-    outputs_ok = np.isfinite(batch.output)
-    bad = np.flatnonzero(~(maps_ok & outputs_ok))
-    if not len(bad):
-        return
-    indices = [first_index + int(offset) for offset in bad]
-    shown = ", ".join(f"{first_index + int(offset)} ({image_ids[int(offset)]!r})" for offset in bad[:10])
-    if not outputs_ok[bad].all():
-        cause = ("the model's outputs are NaN or Inf for these images, so its weights (or the images) hold non-finite "
-                 "or overflowing values: check the checkpoint")
-    else:
-        cause = (f"the model's outputs are finite, so the method is the likely cause: {method!r} gives undefined "
-                 "relevance (e.g. epsilon=0 divides 0 by 0 where a layer's output is 0; a NaN parameter makes every "
-                 "map NaN); use lrp_faces.methods.get(name) with its default parameters or a positive epsilon")
-    raise CubeNonFiniteError(f"model {model} gives NaN or Inf relevance or outputs for {len(indices)} of the images "
-                             f"{first_index} to {first_index + len(batch.label) - 1} of the data set: image "
-                             f"{shown}{' ...' if len(indices) > 10 else ''}; {cause}. Nothing non-finite was written; "
-                             "earlier blocks and models are kept")
+    shown = ", ".join(name(index) for index in indices[:10])
+    return CubeNonFiniteError(f"model {model} gives NaN or Inf relevance or outputs for {len(indices)} of the images "
+                              f"{first_index} to {first_index + count - 1} of the data set: image "
+                              f"{shown}{' ...' if len(indices) > 10 else ''}; likely cause: {cause}. Nothing "
+                              "non-finite was written; earlier blocks and models are kept")
 
 
 # ------------------------------------------------------------------------------------------------- units
@@ -240,10 +206,9 @@ def explain_unit(source: Any, method: Method, images: Any, labels: np.ndarray, s
     CubeNonFiniteError
         A map or output of the block is NaN or Inf (the images are named by their index and id in the data set).
     """
-    device = resolve_device(device)
+    device = None if device is None else resolve_device(device)
     model = unit_model(source, device, weights)
     if not isinstance(images, torch.Tensor):
         images = load_images(images, 0, len(labels))
-    batch = explain_block(model, method, images, labels, start, contrastive, batch_size, device)
-    check_finite(batch, start, image_ids, spec, method)
-    return block_dataset(batch)
+    return block_dataset(explain_block(model, method, images, labels, start, contrastive, batch_size, device,
+                                       image_ids=image_ids, name=spec))

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import model_device, resolve_device, to_device
 from ..module_state import evaluation_mode
 from ._inputs import check_batch_size, check_relevance, fill_colours
 from .config import MaskingConfig, MaskingError, hidden_counts, seeded_generator, unit_count
 from .road import RoadCache, road_cache, road_impute
 
 __all__ = ["SCORES", "PRECISIONS", "BlockScores", "Ranking", "Fills", "Masker", "gaussian_blur", "score_block",
-           "check_precision", "compute_device", "to_device", "scores_by_fraction", "masked_images"]
+           "check_precision", "compute_device", "scores_by_fraction", "masked_images"]
 
 SCORES = ("correct", "probability", "output")
 """What each forward pass is scored by, in the order of the score axis of :class:`BlockScores`."""
@@ -58,24 +59,8 @@ def check_precision(precision: Any) -> str:
 
 
 def compute_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``device``, or where the model's parameters are (CPU for a model without parameters)."""
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise MaskingError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r} "
-                               f"({error})") from None
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; from CPU to CUDA through pinned memory, without blocking."""
-    if tensor.device == device:
-        return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    """``device`` (checked, see :func:`lrp_faces.devices.resolve_device`), or where the model is."""
+    return model_device(model) if device is None else resolve_device(device)
 
 
 # ------------------------------------------------------------------------------------------ ranking and fills

@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 
 from ..attribution import check_images
+from ..devices import resolve_device
 from ..zoo import MODEL_DIMS, ModelSpec
 from .config import MaskingConfig, MaskingError, MaskingTypeError, hidden_counts, unit_count
 
@@ -219,7 +220,7 @@ class CubeInputs:
     def batch_size(self, batch_size: int | None = None, device: str | torch.device = "cpu") -> int:
         """Rows of every forward pass of the step's units on ``device`` (:func:`rows_per_pass`); give every unit
         this value, so that all of them see the same shapes."""
-        return rows_per_pass(batch_size, self.images.shape, torch.device(device), len(self.images), self.config)
+        return rows_per_pass(batch_size, self.images.shape, resolve_device(device), len(self.images), self.config)
 
     def colours(self, block: slice) -> torch.Tensor | None:
         """The fill colours (n, 3) of the images of ``block``, or None for fills without a colour."""

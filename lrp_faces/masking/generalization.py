@@ -35,6 +35,7 @@ from torch import nn
 
 from ..attribution import check_images
 from ..compute import unit_model
+from ..devices import resolve_device
 from ..zoo import MODEL_DIMS, ModelSpec
 from ._engine import BlockScores, check_precision, score_block
 from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_finite, check_labels, cube_inputs
@@ -281,7 +282,7 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         raise MaskingError(f"confidence must be in (0, 1), got {confidence!r}")
     precision = check_precision(precision)
     inputs = generalization_inputs(cube, zoo, dataset, config, **overrides)
-    device = None if device is None else torch.device(device)
+    device = None if device is None else resolve_device(device)
     rows = inputs.batch_size(batch_size, device or "cpu")
     blocks = image_blocks(inputs, block_size)
     maps = {(block.start, block.stop): [inputs.maps(source, block) for source in inputs.specs]

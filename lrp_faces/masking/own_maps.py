@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 
 from ..compute import unit_model
+from ..devices import resolve_device
 from ..zoo import MODEL_DIMS, ModelSpec
 from ._engine import BlockScores
 from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, check_cube, cube_inputs
@@ -126,7 +127,7 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
         and -1 in ``label``; the cube's ``computed`` coordinate is kept.
     """
     inputs = own_map_inputs(cube, zoo, dataset, config, **overrides)
-    device = None if device is None else torch.device(device)
+    device = None if device is None else resolve_device(device)
     rows = inputs.batch_size(batch_size, device or "cpu")
     blocks = image_blocks(inputs, block_size)
 

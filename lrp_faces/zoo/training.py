@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..devices import model_device, resolve_device, to_device
 from ..models import NormalizedVGG, replace_head
 from ..module_state import evaluation_mode, model_lock
 from .checks import ZooError, ZooTypeError, check_integer
@@ -76,35 +77,6 @@ def _class_count(dataset, task: str | None, num_classes: int | None) -> int:
     return 1 + max(int(labels.max()) for _, labels in _ordered_batches(dataset, task, 256))
 
 
-# ------------------------------------------------------------------------------------------------------ devices
-def _device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that this machine has; :class:`ZooError` naming it otherwise."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ZooError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ZooError(f"device {str(device)!r} was asked for, but CUDA is not available here; use device='cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ZooError(f"device {str(device)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA "
-                       f"device(s)")
-    return device
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``: itself if it is there already; to a GPU through pinned memory, without blocking."""
-    if tensor.device == device:
-        return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(iter(model.parameters()), None)
-    return torch.device("cpu") if parameter is None else parameter.device
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset, task: str | None = None, batch_size: int = 128) -> float:
     """Share of images of ``dataset`` whose ``task`` label the model predicts.
@@ -112,12 +84,12 @@ def accuracy(model: nn.Module, dataset, task: str | None = None, batch_size: int
     The model is evaluated in evaluation mode, on the device its parameters are on; every module gets its own
     training flag back afterwards.
     """
-    device = _model_device(model)
+    device = model_device(model)
     correct = total = 0
     with evaluation_mode(model, frozen=False):
         for images, labels in _ordered_batches(dataset, task, batch_size):
-            predictions = model(_to_device(images, device)).argmax(1)
-            correct += int((predictions == _to_device(labels, device)).sum())
+            predictions = model(to_device(images, device)).argmax(1)
+            correct += int((predictions == to_device(labels, device)).sum())
             total += len(labels)
     if not total:
         raise ZooError("accuracy of an empty dataset")
@@ -219,7 +191,7 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
     if not isinstance(base_model, NormalizedVGG):
         raise ZooTypeError(f"base_model must be a NormalizedVGG (lrp_faces.vgg16 or a loader), got {type(base_model)}")
     recipe = _Recipe(seed, epochs, lr, trainable, batch_size, weight_decay, schedule, label_smoothing, augment)
-    device = _device(device)
+    device = resolve_device(device)
     task = task or getattr(dataset, "task", None)
     held = _in_memory(dataset, task)
     count = len(held[1]) if held is not None else len(dataset)
@@ -273,7 +245,7 @@ def _frozen_features(model: NormalizedVGG, dataset, task: str | None,
     model.eval()
     with torch.no_grad():
         inputs, labels = zip(*((torch.flatten(model.avgpool(model.features(model.pixel_norm(
-            _to_device(images, device)))), 1).cpu(), labels) for images, labels in _ordered_batches(dataset, task, 256)))
+            to_device(images, device)))), 1).cpu(), labels) for images, labels in _ordered_batches(dataset, task, 256)))
     return torch.cat(inputs), torch.cat(labels)
 
 
@@ -322,7 +294,7 @@ def _train(model: NormalizedVGG, forward: nn.Module, parameters: list[nn.Paramet
 def _batch_on_device(inputs: torch.Tensor, labels: torch.Tensor, recipe: _Recipe, order: torch.Generator,
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch on ``device``: shifted if the recipe augments, channels-last if it goes through the convs."""
-    inputs, labels = _to_device(inputs, device), _to_device(labels, device)
+    inputs, labels = to_device(inputs, device), to_device(labels, device)
     if recipe.augment:
         inputs = _shift(inputs, recipe.augment, order)
     if not recipe.caches_features:
@@ -366,7 +338,7 @@ def _seeded_dropout(module: nn.Dropout, generator: torch.Generator, inputs: torc
     if module.p == 1:
         return torch.zeros_like(inputs)
     keep = torch.empty_like(inputs, device="cpu").bernoulli_(1 - module.p, generator=generator)
-    return inputs * _to_device(keep, inputs.device) / (1 - module.p)
+    return inputs * to_device(keep, inputs.device) / (1 - module.p)
 
 
 def _scheduler(optimizer, schedule: str, lr: float, steps: int):
