@@ -3,8 +3,8 @@
 ``cluster`` strings (the CLI's ``--cluster``):
 
 * ``local`` or ``local:N``: a :class:`distributed.LocalCluster` of N worker processes on this machine (default:
-  one per core), with threads per worker chosen so that N x threads <= cores. On a machine with CUDA GPUs each
-  worker also offers the resource ``GPU=1`` when there are at least N GPUs.
+  one per core), with threads per worker chosen so that N x threads <= cores. On a machine with CUDA GPUs every
+  worker also offers the resource ``GPU=1``: each runs one GPU unit at a time, on the machine's GPU(s).
 * ``tcp://HOST:PORT`` (or ``tls://``): an existing scheduler, e.g. one started with ``dask scheduler`` and
   ``dask worker --resources GPU=1`` on GPU nodes. The workers must see the same files as this process.
 * ``slurm``: a :class:`dask_jobqueue.SLURMCluster` from :class:`SlurmSettings` (the study file's
@@ -164,8 +164,7 @@ def _local_cluster(workers: int | None):
     cores = available_cores()
     workers = workers if workers is not None else cores
     threads = max(1, cores // workers)
-    gpus = _gpu_count()
-    resources = {"GPU": 1} if gpus and workers <= gpus else None
+    resources = {"GPU": 1} if _gpu_count() else None
     return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0",
                         silence_logs=40, resources=resources)
 
