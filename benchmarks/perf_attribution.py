@@ -2,7 +2,8 @@
 
 For each input size it prints median seconds per image (runs interleaved, so machine noise hits all three alike),
 the ratios, the peak memory of one batch (each measured in a fresh subprocess), and the largest difference between
-our maps and stock zennit's, relative to the largest relevance.
+our maps and stock zennit's, relative to the largest relevance; last, the largest peak-memory ratio of our LRP over
+the plain gradient against its target (<= 1.3).
 
     python benchmarks/perf_attribution.py                 # 64, 112 and 224 px, batch 8
     python benchmarks/perf_attribution.py --sizes 64 112 --repeats 3
@@ -26,6 +27,8 @@ import lrp_faces
 from lrp_faces.nn import PixelNorm
 
 KINDS = ("plain", "ours", "stock")
+MEMORY_TARGET = 1.3
+"""Peak memory of our LRP over the plain gradient, at 112 and 224 px (issue 13.3)."""
 
 
 def trained_scale(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -145,6 +148,7 @@ def main() -> None:
               f"{'ours-stock':>10} | {'f64 err ours':>12} {'stock':>8}")
     print(header)
     print("-" * len(header))
+    memory_ratios = {}
     for size in args.sizes:
         repeats = args.repeats or (7 if size <= 64 else 5 if size <= 112 else 3)
         model, images = build(size, args.batch, init=args.init)
@@ -168,6 +172,7 @@ def main() -> None:
             memory = {kind: float("nan") for kind in KINDS}
         else:
             memory = {kind: peak_memory(kind, size, args.batch, args.init) for kind in KINDS}
+        memory_ratios[size] = memory["ours"] / memory["plain"]
         print(f"{size:>5} | {median['plain']:>11.3f} {median['ours']:>10.3f} {median['stock']:>11.3f} | "
               f"{median['ours'] / median['plain']:>10.2f} {median['stock'] / median['ours']:>10.2f} | "
               f"{memory['plain']:>13.0f} {memory['ours']:>7.0f} {memory['stock']:>7.0f} "
@@ -176,6 +181,11 @@ def main() -> None:
     print("\nmedians over interleaved runs; peak MB is what one batch adds to the process (fresh subprocess each);\n"
           "ours-stock: max over images of max|ours - stock| / max|stock| in float32; f64 err: the same against\n"
           "stock zennit in float64 on the first images (rounding error of each float32 implementation)")
+    measured = {size: ratio for size, ratio in memory_ratios.items() if ratio == ratio}  # skip NaN (--no-memory)
+    if measured:
+        worst = max(measured.values())
+        print(f"\npeak memory of our LRP over the plain gradient: at most {worst:.2f}x "
+              f"({'OK' if worst <= MEMORY_TARGET else 'FAIL'}: target <= {MEMORY_TARGET}x)")
 
 
 if __name__ == "__main__":

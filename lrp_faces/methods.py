@@ -154,7 +154,7 @@ class Method(ABC):
         NonFiniteRelevanceError
             NaN or Inf in a map or explained output; the message names the images by ``first_index + i``.
         """
-        contrastive = checked.flag(contrastive, "contrastive", self.name or type(self).__name__)
+        contrastive = checked.flag(contrastive, "contrastive", self._owner())
         with evaluation_mode(model):
             explanation = self.explain_batch(model, images, target, contrastive, first_index)
             self.check_finite(explanation, model, first_index)
@@ -185,7 +185,7 @@ class Method(ABC):
             cause = self.non_finite_hint()
         indices = [first_index + index for index in bad]
         shown = ", ".join(map(str, indices[:10])) + (f" and {len(indices) - 10} more" if len(indices) > 10 else "")
-        raise NonFiniteRelevanceError(f"{self.name or type(self).__name__} gave NaN or Inf for image(s) {shown} "
+        raise NonFiniteRelevanceError(f"{self._owner()} gave NaN or Inf for image(s) {shown} "
                                       f"(indices in the input); likely cause: {cause}", indices, cause)
 
     def _owner(self) -> str:

@@ -8,6 +8,9 @@ The rules give the same relevance as zennit's stock rules of the same name, but 
 - for non-negative inputs (every conv after a ReLU in a VGG) the terms of negative inputs, which are exactly zero,
   are skipped, so Gamma needs one modified forward and one transposed convolution. A guard falls back to the
   general form as soon as a negative input appears;
+- the first convolution, which holds the folded PixelNorm after
+  :class:`~lrp_faces.canonizers.PixelNormCanonizer`, takes ZBox (bounds in pixel space) or Flat; other rules
+  refuse it when they are registered;
 - inputs are not copied; constant inputs (ZBox bounds, Flat ones) run as a batch of one;
 - large layers are explained a few images at a time, and elementwise work runs in chunks, so the memory LRP needs
   beyond the plain gradient stays small (see :data:`CHUNK_ELEMENTS`).
@@ -23,9 +26,14 @@ from torch import nn
 from zennit.core import Hook, RemovableHandle, RemovableHandleList
 
 from . import parameters as checked
+from .errors import LRPFacesError
 from .module_state import swapped_parameters
 
-__all__ = ["FastRule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Flat", "Norm"]
+__all__ = ["FastRule", "Epsilon", "Gamma", "ZPlus", "AlphaBeta", "ZBox", "Flat", "Norm", "RuleError"]
+
+
+class RuleError(LRPFacesError, ValueError):
+    """A rule registered on a layer it cannot explain."""
 
 
 class _RelevanceNode(torch.autograd.Function):
@@ -65,6 +73,7 @@ class FastRule(Hook):
         return self.__class__(**self.params)
 
     def register(self, module: nn.Module) -> RemovableHandleList:
+        self.check_module(module)
         return RemovableHandleList([
             RemovableHandle(self),
             module.register_forward_pre_hook(self._detach_input),
@@ -88,6 +97,9 @@ class FastRule(Hook):
         input = self._pending_inputs.pop()
         return _RelevanceNode.apply(self, module, input, output.detach())
 
+    def check_module(self, module: nn.Module) -> None:
+        """Raise :class:`RuleError` if the rule cannot explain ``module``; called when the rule is registered."""
+
     def relevance(self, module: nn.Module, input: torch.Tensor, output: torch.Tensor,
                   relevance: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -97,11 +109,12 @@ class FastRule(Hook):
         """:meth:`relevance` for a few images at a time where one image's layer has many elements.
 
         Images are independent, so the result is the same; the rule's layer-sized temporaries (modified outputs,
-        denominators) then exist for at most :func:`chunk_elements` elements' worth of images at once.
+        denominators) then exist for at most :func:`chunk_elements` (``layer=True``) elements' worth of images at
+        once.
         """
         count = input.shape[0]
         per_image = max(input[0].numel(), output[0].numel(), 1)
-        step = max(1, chunk_elements(input.device) // per_image)
+        step = max(1, chunk_elements(input.device, layer=True) // per_image)
         if step >= count or relevance.shape[0] != count:
             return self.relevance(module, input, output, relevance)
         result = None
@@ -155,17 +168,28 @@ def _amplified(tensor, gamma, part):
     return part(tensor).mul_(gamma).add_(tensor)
 
 
-CHUNK_ELEMENTS = 1 << 21
-"""On a CPU, rules run on as many images at once as fit in this many elements of a layer (at least one image), and
-elementwise work on layer-sized tensors runs in chunks of this many elements, so that temporaries stay small and in
-cache. On a GPU, where small kernels waste the device, chunks are :data:`GPU_CHUNK_ELEMENTS` long."""
+CHUNK_ELEMENTS = 1 << 20
+"""On a CPU, elementwise work on layer-sized tensors runs in chunks of this many elements, so its temporaries stay
+small and in cache."""
+
+LAYER_CHUNK_ELEMENTS = 1 << 21
+"""On a CPU, a rule runs on as many images at once as keep one layer's input and output within this many elements
+(at least one image), so that its modified outputs exist for a few images at a time."""
+
 GPU_CHUNK_ELEMENTS = 1 << 28
-"""Chunk length on a GPU: 1 GiB of float32, so a batch of 224-px images is one chunk in every layer."""
+"""Both chunk lengths on a GPU, where small kernels waste the device: 1 GiB of float32, so a batch of 224-px images
+is one chunk in every layer."""
 
 
-def chunk_elements(device: torch.device) -> int:
-    """The chunk length of the rules' work on ``device`` (:data:`CHUNK_ELEMENTS`, :data:`GPU_CHUNK_ELEMENTS`)."""
-    return CHUNK_ELEMENTS if device.type == "cpu" else GPU_CHUNK_ELEMENTS
+def chunk_elements(device: torch.device, *, layer: bool = False) -> int:
+    """The chunk length of the rules' work on ``device``.
+
+    :data:`LAYER_CHUNK_ELEMENTS` (``layer=True``) or :data:`CHUNK_ELEMENTS` on a CPU, :data:`GPU_CHUNK_ELEMENTS`
+    elsewhere.
+    """
+    if device.type != "cpu":
+        return GPU_CHUNK_ELEMENTS
+    return LAYER_CHUNK_ELEMENTS if layer else CHUNK_ELEMENTS
 
 
 def _chunks(*tensors: torch.Tensor | None):
@@ -249,10 +273,13 @@ class _LinearRule(FastRule):
             return forward_with(module, input, *self.parameters_of(module))
         return output
 
-    @staticmethod
-    def has_linear_forward(module):
-        """False for a convolution with a folded PixelNorm, whose forward shifts its input."""
-        return getattr(module, "input_shift", None) is None
+    handles_shifted_input: bool = False
+    """Whether the rule explains a convolution with a folded PixelNorm (whose forward shifts its input)."""
+
+    def check_module(self, module):
+        if getattr(module, "input_shift", None) is not None and not self.handles_shifted_input:
+            raise RuleError(f"{type(self).__name__} cannot explain the convolution that holds the folded PixelNorm "
+                            "(its input is shifted by the neutral pixel); put ZBox or Flat on the first layer")
 
 
 def _check_zero_params(zero_params, owner: str):
@@ -311,7 +338,7 @@ class Gamma(_LinearRule):
         def amplified_down():
             return _amplified(weight, gamma, _negative), _amplified(bias, gamma, _negative)
 
-        if self.has_linear_forward(module) and _non_negative(input):
+        if _non_negative(input):
             scaled = quotient(relevance, forward_with(module, input, weight_up, bias_up), stabilizer, output, +1)
             gradient = input_vjp(module, input, scaled, weight_up)
             del scaled
@@ -357,7 +384,7 @@ class AlphaBeta(_LinearRule):
         weight, bias = self.parameters_of(module)
         weight_pos, weight_neg = _positive(weight), _negative(weight)
         bias_pos, bias_neg = _positive(bias), _negative(bias)
-        fast = self.has_linear_forward(module) and _non_negative(input)
+        fast = _non_negative(input)
 
         def positive_part():  # the relevance of the positive contributions: z+ in the numerator and denominator
             if fast:
@@ -437,6 +464,8 @@ class ZBox(_LinearRule):
     zero_params : list of str, optional
     """
 
+    handles_shifted_input = True
+
     def __init__(self, low=0.0, high=1.0, stabilizer=1e-6, zero_params=None):
         low, high = _check_bounds(low, high)
         super().__init__(low=low, high=high, stabilizer=checked.stabilizer(stabilizer, "stabilizer", "ZBox"),
@@ -475,6 +504,8 @@ class Flat(_StabilizedRule, _LinearRule):
     ----------
     stabilizer : float or callable
     """
+
+    handles_shifted_input = True
 
     def relevance(self, module, input, output, relevance):
         ones_weight = torch.ones_like(module.weight)

@@ -10,6 +10,7 @@ from zennit.types import AvgPool, Convolution, Linear
 
 from lrp_faces import rules
 from lrp_faces.canonizers import PixelNormCanonizer
+from lrp_faces.methods import registered
 from lrp_faces.nn import PixelNorm
 from lrp_faces.parameters import ParameterError, ParameterTypeError
 
@@ -309,6 +310,7 @@ def test_rules_give_the_same_relevance_when_large_layers_run_a_few_images_at_a_t
     for make in composites:
         whole = torch_relevance(model, tiny_images, target, make())
         monkeypatch.setattr(rules, "CHUNK_ELEMENTS", 7)
+        monkeypatch.setattr(rules, "LAYER_CHUNK_ELEMENTS", 7)
         chunked = torch_relevance(model, tiny_images, target, make())
         monkeypatch.undo()
         assert torch.allclose(chunked, whole, rtol=1e-12, atol=1e-14 * whole.abs().max().item())
@@ -326,7 +328,7 @@ def test_zbox_with_bounds_per_image_is_not_split_into_chunks(tiny_images, monkey
             layer_map=[(AvgPool, rules.Norm()), (Convolution, rules.Gamma()), (nn.Linear, rules.Epsilon())],
             first_map=[(Convolution, first_rule)])
 
-    monkeypatch.setattr(rules, "CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(rules, "LAYER_CHUNK_ELEMENTS", 7)
     ours = torch_relevance(model, tiny_images, target, composite(rules.ZBox(low=low, high=high)))
     reference = torch_relevance(model, tiny_images, target, composite(stock.ZBox(low=low, high=high)))
     assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-12 * reference.abs().max().item())
@@ -385,3 +387,17 @@ def test_a_callable_stabilizer_is_applied_as_it_is(tiny_images):
 def test_zplus_is_alpha_beta_with_alpha_1_and_keeps_its_own_parameters():
     rule = rules.ZPlus(stabilizer=1e-3)
     assert rule.params == {"stabilizer": 1e-3, "zero_params": None} and repr(rule.copy()) == repr(rule)
+
+
+@pytest.mark.parametrize("rule", [rules.Gamma(), rules.Epsilon(), rules.ZPlus(), rules.AlphaBeta()])
+def test_rules_that_cannot_explain_the_folded_first_convolution_refuse_it_and_leave_the_model(rule):
+    torch.manual_seed(0)
+    model = nn.Sequential(PixelNorm.from_preprocessing(PRESETS["imagenet"]), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 25, 2)).double().eval()
+    weight = model[1].weight
+    composite = LayerMapComposite([(Convolution, rule), (nn.Linear, rules.Epsilon())],
+                                  canonizers=[PixelNormCanonizer()])
+    with pytest.raises(rules.RuleError, match="folded PixelNorm.*ZBox or Flat"):
+        with registered(composite, model):  # zennit's own context would leave the canonizer applied
+            pass
+    assert model[1].weight is weight and "forward" not in vars(model[1]) and "input_shift" not in vars(model[1])
