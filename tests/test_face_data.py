@@ -181,8 +181,10 @@ def test_task_labels_checks_the_labels(faces):
 
 
 def reference_digest(ids, height, width, identity, gender, pixel_blocks) -> str:
-    """The digest as documented: the ids and size as sorted-key JSON, identity and gender as <i8, then pixels."""
-    digest = hashlib.sha256(json.dumps({"ids": ids, "size": [height, width]}, sort_keys=True).encode())
+    """The digest as documented: the ids and size as compact sorted-key JSON (the bytes cubes have always recorded,
+    so that their files stay valid), identity and gender as <i8, then pixels."""
+    digest = hashlib.sha256(json.dumps({"ids": ids, "size": [height, width]}, sort_keys=True,
+                                       separators=(",", ":")).encode())
     for values in (identity, gender):
         digest.update(np.asarray(values, dtype="<i8").tobytes())
     for block in pixel_blocks:

@@ -30,18 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..faces import ImageTable
 from ..files import atomic_path, canonical_json, temporary_files
 from ..methods import Method
 from ..module_state import evaluation_mode
 from ..netcdf import DIGEST_ATTR, NetCDFFileError, header_digest, verify_header
 from ..zoo import ModelSpec
 from ._store import (PER_MODEL, SHARED, Batch, CubeFileError, CubeInputError, CubeNonFiniteError, CubeWarning,
-                     ImageTable, file_error, named_errors, write_model_file)
+                     file_error, named_errors, write_model_file)
 
-__all__ = ["Batch", "Block", "ImageTable", "BLOCKS_DIR", "DEFAULT_BLOCK_IMAGES", "explain_block", "check_finite",
+__all__ = ["Batch", "Block", "BLOCKS_DIR", "DEFAULT_BLOCK_IMAGES", "explain_block", "check_finite",
            "compute_block", "assemble_model_file", "block_size_for", "block_directory", "block_path",
            "request_digest", "block_attributes", "write_block", "read_block", "finished_blocks", "plan_blocks",
-           "remove_blocks", "remove_block_temporaries", "resolve_device", "model_device"]
+           "remove_blocks", "remove_block_temporaries", "resolve_device", "model_device", "write_model_file"]
 
 BLOCKS_DIR = ".blocks"
 """Hidden folder of a cube directory that holds the finished blocks of models not yet assembled."""
