@@ -867,3 +867,46 @@ def test_demo_quick_runs_end_to_end(tmp_path):
         assert re.search(rf"^  {label}\s+\d\.\d\d  \[", result.output, flags=re.M), label
     assert re.search(r"^Best method by relevance mass accuracy: \w+ \d\.\d\d \[", result.output, flags=re.M)
     assert result_attrs(out / "rsa.nc")["human_is_stand_in"] == "yes"
+
+
+# ------------------------------------------------------------------------------- settings shared across the steps
+def test_the_masking_steps_score_the_output_the_study_explains(study_file, tmp_path):
+    text = study_file.read_text().replace("batch_size = 4\n[attribution.params]",
+                                          "batch_size = 4\ncontrastive = false\n[attribution.params]")
+    study_file.write_text(text.replace('models = ["imagenet/gender/0", "vggface/identity/0"]', ""))
+    out = tmp_path / "out"
+    assert invoke("attribute", study_file, "--out", out, "-q").exit_code == 0
+    assert not bool(cubes.open(out / "cube").attrs["contrastive"])
+    result = invoke("mask", study_file, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    for name in ("masking.nc", "masking_lerf.nc"):
+        attrs = result_attrs(out / name)
+        assert attrs["contrastive"] == 0 and json.loads(attrs["lrp_faces_step"])["contrastive"] is False, name
+
+
+def test_the_self_masking_summary_says_what_the_fraction_counts_in_keep_mode():
+    from lrp_faces.cli.summary import self_masking_lines
+    grid = {"pretraining": ["faces"], "task": ["gender"], "seed": [0], "fraction": [0.0, 0.5], "image": ["a", "b"]}
+    correct = xr.DataArray(np.ones((1, 1, 1, 2, 2)), dims=tuple(grid), coords=grid)
+    line, = self_masking_lines(xr.Dataset({"correct": correct}, attrs={"order": "morf", "mode": "keep"}))
+    assert "most relevant kept (MoRF)" in line and line.endswith("(fraction of pixels kept (the rest filled))")
+    line, = self_masking_lines(xr.Dataset({"correct": correct}, attrs={"order": "lerf", "patch": 4}))
+    assert "least relevant first (LeRF)" in line and line.endswith("(fraction of patches hidden)")
+
+
+def test_info_prints_float32_attributes_by_their_own_decimals(tmp_path):
+    attrs = {"road_noise": np.float32(0.15), "fractions": np.array([0.05, 0.15], dtype=np.float32)}
+    path = write_result(xr.Dataset({"value": ("x", [1.0])}, attrs=attrs), tmp_path / "result.nc")
+    assert read_result(path).attrs["road_noise"].dtype == np.float32  # stored as NetCDF floats (32 bits)
+    shown = invoke("info", path)
+    assert shown.exit_code == 0, shown.output
+    assert "road_noise = 0.15\n" in shown.output and "fractions = [0.05, 0.15]" in shown.output
+    assert "0.150000" not in shown.output
+
+
+def test_the_report_and_the_study_file_read_one_table_of_dataset_settings():
+    from lrp_faces.faces import DATASET_SETTINGS as faces_settings
+    from lrp_faces.report.tables import dataset_settings
+    assert DATASET_SETTINGS is faces_settings
+    record = {"kind": "folders", "path": "faces", "identities": 10, "split": {"by": "image"}, "image_root": "x"}
+    assert dataset_settings(record) == {"kind": "folders", "path": "faces", "split": {"by": "image"}}

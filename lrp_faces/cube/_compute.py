@@ -77,7 +77,7 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
         Any face data (see :func:`lrp_faces.faces.as_face_data`): a FaceDataset, SyntheticFaces or an
         ``(images, labels)`` pair. Its labels are mapped to each task's models' class numbering by class name where
         both record names (:func:`lrp_faces.zoo.scored_labels`); the cube's ``label`` holds the models' classes, and
-        each file's ``class_names`` attribute their names.
+        each file's ``class_names`` attribute their names (in the opened cube: ``models``, per model).
     path : str or PathLike
         Directory of the cube; created if needed.
     method : str or Method

@@ -61,18 +61,6 @@ def _labels(data: FaceDataView, task: str | None, name: str = "dataset") -> torc
         raise ZooError(f"{name}: {error}") from error
 
 
-class _Labelled(torch.utils.data.Dataset):
-    """``(image, label)`` pairs of face data whose images are read from files, for a shuffling DataLoader."""
-
-    def __init__(self, data: FaceDataView, labels: torch.Tensor):
-        self.data, self.labels = data, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data.load(index, index + 1)[0], self.labels[index]
-
 
 def _in_memory(data: FaceDataView, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The fast path: ``(images, labels)`` tensors of a data set that holds its images (e.g. SyntheticFaces)."""
@@ -221,8 +209,8 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
     base_model : NormalizedVGG
     dataset
         Any face data (see :func:`lrp_faces.faces.as_face_data`). Images held in memory (SyntheticFaces, a pair)
-        are sliced (fast path); others are read through a ``DataLoader`` every epoch. Its class names, where it has
-        them, become the model's ``class_names``.
+        are sliced (fast path); others are read from their files, batch by batch, every epoch (the same batches and
+        weights as held images). Its class names, where it has them, become the model's ``class_names``.
     task : str, optional
         Label to learn (default: the dataset's task).
     seed : int
@@ -323,15 +311,16 @@ def _frozen_features(model: NormalizedVGG, data: FaceDataView, labels: torch.Ten
 
 def _epoch_batches(held: tuple[torch.Tensor, torch.Tensor] | None, data: FaceDataView, labels: torch.Tensor,
                    recipe: _Recipe, order: torch.Generator) -> Callable[[], Batches]:
-    """A function that gives one epoch's (inputs, labels) batches, in an order drawn from ``order``."""
-    if held is not None:
-        def epoch() -> Batches:
-            permutation = torch.randperm(len(held[1]), generator=order)
-            return ((held[0][index], held[1][index]) for index in permutation.split(recipe.batch_size))
-        return epoch
-    loader = torch.utils.data.DataLoader(_Labelled(data, labels), batch_size=recipe.batch_size, shuffle=True,
-                                         generator=order)
-    return lambda: iter(loader)
+    """A function that gives one epoch's (inputs, labels) batches, in an order drawn from ``order``: the same draws
+    whether the images are held in memory or read from their files, so both give the same weights."""
+    def epoch() -> Batches:
+        permutation = torch.randperm(len(labels), generator=order)
+        for index in permutation.split(recipe.batch_size):
+            if held is not None:
+                yield held[0][index], held[1][index]
+            else:
+                yield data.take(index.numpy()), labels[index]
+    return epoch
 
 
 def _train(model: NormalizedVGG, forward: nn.Module, parameters: list[nn.Parameter], epoch_batches, count: int,
