@@ -6,7 +6,7 @@ from .models import (load_model, load_torchvision_vgg16, load_vgg_face, read_che
                      vgg16)
 from .attribution import attribute
 from .faces import (REGIONS, TASK_REGIONS, DatasetError, FaceDataset, SyntheticFaces, SyntheticObjects,
-                    parameter_dissimilarity, synthetic_faces, synthetic_objects)
+                    as_face_data, parameter_dissimilarity, split_by_image, synthetic_faces, synthetic_objects)
 from .masking import MaskingConfig, MaskingError, curves, generalization, perturb
 from . import canonizers, cube, faces, masking, methods, rules
 
@@ -17,6 +17,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = ["IMAGENET", "VGGFACE", "PixelNorm", "Preprocessing", "vgg16", "load_torchvision_vgg16", "load_vgg_face",
            "save_model", "load_model", "read_checkpoint_info", "attribute", "synthetic_faces", "synthetic_objects",
-           "SyntheticFaces", "SyntheticObjects", "FaceDataset", "DatasetError", "parameter_dissimilarity", "REGIONS",
+           "SyntheticFaces", "SyntheticObjects", "FaceDataset", "DatasetError", "as_face_data", "split_by_image",
+           "parameter_dissimilarity", "REGIONS",
            "TASK_REGIONS", "MaskingConfig", "MaskingError", "perturb", "curves", "generalization", "canonizers",
            "cube", "faces", "masking", "methods", "rules", "__version__"]

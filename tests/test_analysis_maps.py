@@ -20,7 +20,9 @@ from lrp_faces.analysis import AnalysisError, AnalysisTypeError
 from lrp_faces.analysis import mass_and_rank_accuracy
 from lrp_faces.analysis._common import top_membership
 from lrp_faces.analysis._statistics import bootstrap_mean
-from lrp_faces.cube._store import FORMAT, FORMAT_VERSION, Batch, ImageTable, write_model_file
+from lrp_faces.cube import FORMAT, FORMAT_VERSION, Batch
+from lrp_faces.cube.blocks import write_model_file
+from lrp_faces.faces import ImageTable
 from lrp_faces.errors import LRPFacesError
 from lrp_faces.faces import REGIONS, synthetic_faces
 from lrp_faces.zoo import ModelSpec

@@ -61,6 +61,31 @@ def test_every_kind_of_data_set_gives_the_same_interface(faces, face_files, kind
     assert (view.images is not None) == (kind != "files")
 
 
+@pytest.mark.parametrize("kind", ["synthetic", "files", "pair"])
+def test_take_gives_the_images_at_any_indices_in_their_order(faces, face_files, kind):
+    data, pixels = kinds(faces, face_files)[kind]
+    view = as_face_data(data)
+    for indices in ([7, 1, 2, 3, 0], np.arange(12) % 2 == 0, []):
+        expected = pixels[torch.from_numpy(np.arange(12)[indices])]
+        taken = view.take(indices)
+        assert taken.shape == expected.shape and taken.dtype == torch.float32
+        torch.testing.assert_close(taken, expected, rtol=0, atol=1e-6)
+
+
+def test_a_generic_torch_dataset_gives_its_items_labels_for_every_task(faces):
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(faces)
+
+        def __getitem__(self, index):
+            return faces.images[index], torch.tensor(faces.gender[index])
+
+    view = as_face_data(Items())
+    assert view.labels("gender").tolist() == view.labels("anything").tolist() == faces.gender.tolist()
+    assert view.class_names("gender") is None and view.image_ids[:2] == ["0", "1"]
+    torch.testing.assert_close(view.take([3, 4]), faces.images[3:5], rtol=0, atol=0)
+
+
 def test_class_names_are_the_data_sets_or_none_for_a_pair(faces, face_files):
     dataset, _ = face_files
     assert as_face_data(faces).class_names("identity") == ("id000", "id001", "id002", "id003")
@@ -181,8 +206,10 @@ def test_task_labels_checks_the_labels(faces):
 
 
 def reference_digest(ids, height, width, identity, gender, pixel_blocks) -> str:
-    """The digest as documented: the ids and size as sorted-key JSON, identity and gender as <i8, then pixels."""
-    digest = hashlib.sha256(json.dumps({"ids": ids, "size": [height, width]}, sort_keys=True).encode())
+    """The digest as documented: the ids and size as compact sorted-key JSON (the bytes cubes have always recorded,
+    so that their files stay valid), identity and gender as <i8, then pixels."""
+    digest = hashlib.sha256(json.dumps({"ids": ids, "size": [height, width]}, sort_keys=True,
+                                       separators=(",", ":")).encode())
     for values in (identity, gender):
         digest.update(np.asarray(values, dtype="<i8").tobytes())
     for block in pixel_blocks:

@@ -704,3 +704,24 @@ def test_cube_and_zoo_that_disagree_are_rejected(study):
         masking.generalization(holes, zoo, faces, **small)
     with pytest.raises(MaskingError, match="order must be 'morf' or 'lerf'"):
         masking.generalization(cube, zoo, faces, order="random", **small)
+
+
+def test_non_finite_maps_are_named_with_why_they_happen(study):
+    cube, zoo, faces = study
+    small = dict(fractions=(0.0, 0.5), progress=False)
+    holes = cube.copy(deep=True)
+    holes.relevance[0, 1, 0, 2, 5, 5] = np.inf
+    with pytest.raises(MaskingError) as raised:
+        masking.generalization(holes, zoo, faces, **small)
+    message = str(raised.value)
+    assert message.startswith("relevance of objects-identity-seed0 contains NaN or Inf values: the maps themselves "
+                              "are not finite")
+    assert "epsilon = 0" in message and "incomplete cube" not in message
+    where = dict(pretraining="objects", task="identity", seed=0)
+    ragged = cube.copy(deep=True)
+    ragged["relevance"].loc[where] = np.nan
+    computed = xr.ones_like(cube.relevance.isel(image=0, y=0, x=0, drop=True), dtype=bool)
+    computed.loc[where] = False
+    with pytest.raises(MaskingError, match="the cube has no maps of objects-identity-seed0 \\(it has not computed "
+                                           "them\\).*compute them first"):
+        masking.generalization(ragged.assign_coords(computed=computed), zoo, faces, **small)

@@ -447,10 +447,12 @@ DATASET = {"kind": None, "path": "faces.csv", "image_root": "images", "split": "
            "identities": 10, "images_per_identity": 8, "seed": 0, "nuisance": 1.0, "max_images": 40,
            "on_error": "raise", "check": "verify", "labels": {"gender": "identity"}}
 """Every setting of a study's [dataset], as DatasetSettings.to_dict() gives them."""
-APPLIES = {"demo": set(), "synthetic": {"identities", "images_per_identity", "seed", "nuisance"},
-           "manifest": {"path", "image_root", "on_error", "check"}, "celeba": {"path", "split", "on_error", "check"},
-           "folders": {"path", "on_error", "check"}}
-"""The settings that apply to one kind of data set only; kind, image_size, max_images and labels apply to all."""
+APPLIES = {"demo": set(), "synthetic": {"identities", "images_per_identity", "seed", "nuisance", "image_size", "split"},
+           "manifest": {"path", "image_root", "on_error", "check", "image_size", "split"},
+           "celeba": {"path", "split", "on_error", "check", "image_size"},
+           "folders": {"path", "on_error", "check", "image_size", "split"}}
+"""The settings that apply to some kinds of data set only (the demo's images, and their size, are the demo zoo's);
+kind, max_images and labels apply to all."""
 
 
 @pytest.mark.parametrize("kind", sorted(APPLIES))
@@ -459,7 +461,7 @@ def test_the_dataset_settings_shown_are_those_of_its_kind(kind):
 
     text = settings_html({"settings": {"dataset": {**DATASET, "kind": kind}}})
     shown = set(re.findall(r"<tr><td>([^<]*)</td>", text.replace("<wbr>", "")))
-    assert shown == {"kind", "image_size", "max_images", "labels.gender"} | APPLIES[kind]
+    assert shown == {"kind", "max_images", "labels.gender"} | APPLIES[kind]
 
 
 def test_dataset_settings_of_a_trimmed_record_are_shown_as_they_are():

@@ -11,6 +11,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ..cube import NON_FINITE_MAPS
 from ..masking import MODEL_DIMS
 from ..zoo import ModelSpec
 from ..errors import LRPFacesError
@@ -19,12 +20,6 @@ MAP_DIMS = ("y", "x")
 CUBE_DIMS = MODEL_DIMS + ("image",) + MAP_DIMS
 #: Bytes of float64 working data per block of images (all models); a block is at least one image.
 BLOCK_BYTES = 8 * 2 ** 20
-
-
-NON_FINITE_MAPS = ("the maps themselves are not finite (the cube leaves out models it has not computed), as an "
-                   "attribution method's parameters (e.g. epsilon = 0) or a model's non-finite weights make them; "
-                   "recompute those maps with other parameters, or leave those models out")
-"""What NaN or Inf relevance of a computed model means, and what to do, for the analyses' error messages."""
 
 
 class AnalysisError(LRPFacesError, ValueError):

@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 from .. import methods as method_registry
 from ..attribution import attribute, check_images
 from ..errors import LRPFacesError
-from ..cube._compute import load_images, task_labels
+from ..faces import DatasetError, DataTypeError, as_face_data
 from ..masking import curves
 from ..methods import Method
-from ..zoo import ModelSpec
+from ..zoo import ModelSpec, scored_labels
 from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count, check_device,
                       ignore_empty_means)
 from ._statistics import bootstrap_mean
@@ -114,7 +114,8 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     zoo : Mapping[ModelSpec, nn.Module]
         e.g. :class:`~lrp_faces.zoo.Zoo`.
     dataset
-        Images in [0, 1] with ``labels(task)`` and ``image_ids`` (e.g. :class:`~lrp_faces.faces.SyntheticFaces`).
+        Any face data (see :func:`lrp_faces.faces.as_face_data`). Its labels are mapped to each task's models'
+        class numbering by class name where both record names (:func:`lrp_faces.zoo.scored_labels`).
     methods : sequence of str or Method
         Names from :func:`lrp_faces.methods.names` or Method instances; default :data:`DEFAULT_METHODS`.
     method_params : mapping, optional
@@ -154,22 +155,30 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     ------
     AnalysisError
         Unknown or repeated methods, parameters for methods not compared, models outside the zoo, masks that do
-        not fit, NaN maps.
+        not fit, NaN maps, a data set whose classes a model does not know.
+    AnalysisTypeError
+        ``dataset`` is not face data.
     """
     resolved = _resolve_methods(methods, method_params)
     specs = _resolve_models(zoo, models)
     n_bootstrap, confidence = check_count(n_bootstrap, "n_bootstrap"), check_confidence(confidence)
     seed = check_count(seed, "seed")
     device = check_device(device)
-    if not callable(getattr(dataset, "labels", None)) or not hasattr(dataset, "__len__"):
-        raise AnalysisTypeError(f"dataset must have labels(task) and a length (e.g. SyntheticFaces), got "
-                                f"{type(dataset).__name__}")
+    try:
+        dataset = as_face_data(dataset)
+    except DataTypeError as error:
+        raise AnalysisTypeError(f"dataset: {error}") from error
+    except DatasetError as error:
+        raise AnalysisError(f"dataset: {error}") from error
     count = len(dataset)
     if count == 0:
         raise AnalysisError("dataset is empty: there are no images to compare the methods on")
-    images = check_images(load_images(dataset, 0, count), "dataset images")
-    ids = getattr(dataset, "image_ids", None)
-    ids = [str(value) for value in (ids if ids is not None else range(count))]
+    try:
+        scored = scored_labels(zoo, specs, dataset)
+        images = check_images(dataset.load(0, count), "dataset images")
+    except DatasetError as error:  # no usable labels, or a model's classes and the data set's disagree
+        raise AnalysisError(str(error)) from error
+    ids = dataset.image_ids
     shape = tuple(int(side) for side in images.shape[2:])
     tasks = sorted({spec.task for spec in specs})
     if masks is None and callable(getattr(dataset, "task_mask", None)):
@@ -184,7 +193,7 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
             model = zoo[spec]
             if device is not None:
                 model.to(device)
-            labels = task_labels(dataset, spec.task, count)
+            labels = scored[spec.task].labels
             for method_index, method in enumerate(resolved):
                 bar.set_postfix(model=str(spec), method=method.name)
                 relevance = attribute(model, images, target=torch.from_numpy(labels), method=method,

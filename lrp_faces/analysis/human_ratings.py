@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..faces import parameter_dissimilarity
+from ..faces import DatasetError, DataTypeError, as_face_data, parameter_dissimilarity
 from ._rsa_common import RDM_DIMS, SHOWN, HumanRatingsError, RSATypeError, check_square, few
 
 __all__ = ["load_human_rdm", "stand_in_human_rdm", "STAND_IN_SOURCE"]
@@ -33,12 +33,28 @@ def stand_in_human_rdm(dataset: Any, metric: str = "euclidean") -> xr.DataArray:
     No human made these judgements (see :func:`lrp_faces.faces.parameter_dissimilarity`); the attributes
     ``human_source`` (:data:`STAND_IN_SOURCE`) and ``stand_in="yes"`` say so, and :func:`compare_with_humans`
     carries them into its result.
+
+    Parameters
+    ----------
+    dataset
+        Any face data (see :func:`lrp_faces.faces.as_face_data`) of synthetic faces, which hold the generative
+        parameters: :class:`~lrp_faces.faces.SyntheticFaces` or a view of them.
+    metric : {"euclidean", "correlation"}
+
+    Raises
+    ------
+    RSATypeError
+        ``dataset`` is not face data, or its images have no generative parameters (real faces, a plain pair).
     """
-    if not hasattr(dataset, "parameters") or not hasattr(dataset, "image_ids"):
-        raise RSATypeError(f"dataset must be SyntheticFaces (with generative parameters), got "
-                           f"{type(dataset).__name__}")
-    ids = [str(image_id) for image_id in dataset.image_ids]
-    values = np.asarray(parameter_dissimilarity(dataset, metric), dtype=np.float64)
+    try:
+        data = as_face_data(dataset)
+    except (DataTypeError, DatasetError) as error:
+        raise RSATypeError(f"dataset: {error}") from error
+    if not hasattr(data, "parameters") or not hasattr(data, "parameter_names"):
+        raise RSATypeError("dataset: its images have no generative parameters, so there is no stand-in for human "
+                           "ratings (only synthetic faces have one); give human ratings with load_human_rdm")
+    ids = data.image_ids
+    values = np.asarray(parameter_dissimilarity(data, metric), dtype=np.float64)
     return xr.DataArray(values, dims=RDM_DIMS, coords={"image_a": ids, "image_b": ids}, name="dissimilarity",
                         attrs={"human_source": STAND_IN_SOURCE, "stand_in": "yes",
                                "long_name": f"stand-in for human dissimilarity: {metric} distance of the synthetic "

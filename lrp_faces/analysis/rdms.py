@@ -16,9 +16,10 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..faces import ClassMismatchError, DatasetError, DataTypeError, as_face_data
 from ..masking import MODEL_DIMS, perturbed_batches
 from ..module_state import evaluation_mode
-from ..zoo import ModelSpec
+from ..zoo import ModelSpec, scored_labels
 from ._common import NON_FINITE_MAPS, check_choice, check_device, check_relevance, cube_models
 from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, few, id_positions, unit_vectors
 
@@ -120,18 +121,18 @@ def _hooked_penultimate(model: nn.Module) -> Callable[[torch.Tensor], torch.Tens
 
 def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torch.Tensor:
     """The dataset's images of the cube's image ids, in the cube's order."""
-    if not hasattr(dataset, "image_ids"):
-        raise RSATypeError(f"dataset must have .image_ids and images (e.g. SyntheticFaces or FaceDataset), got "
-                           f"{type(dataset).__name__}")
-    positions = id_positions(ids, [str(image_id) for image_id in dataset.image_ids], "the cube", "the dataset",
-                           hint="; give the dataset the cube was computed from")
-    held = getattr(dataset, "images", None)
-    if isinstance(held, torch.Tensor):
-        images = held[torch.from_numpy(positions)]
-    elif callable(getattr(dataset, "load_image", None)):
-        images = torch.stack([torch.as_tensor(dataset.load_image(int(index))) for index in positions])
-    else:
-        images = torch.stack([torch.as_tensor(dataset[int(index)][0]) for index in positions])
+    try:
+        data = as_face_data(dataset)
+    except DataTypeError as error:
+        raise RSATypeError(f"dataset: {error}") from error
+    except DatasetError as error:
+        raise RSAError(f"dataset: {error}") from error
+    positions = id_positions(ids, data.image_ids, "the cube", "the dataset",
+                             hint="; give the dataset the cube was computed from")
+    try:
+        images = data.take(positions)
+    except DatasetError as error:
+        raise RSAError(f"dataset: {error}") from error
     if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != size:
         raise RSAError(f"the dataset's images have shape {tuple(images.shape[1:])}; expected (3, {size[0]}, "
                        f"{size[1]}) like the cube's maps")
@@ -149,8 +150,9 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
         A relevance cube (:mod:`lrp_faces.cube`); its images and models are the ones compared.
     zoo : Mapping ModelSpec -> model, optional
         The cube's models (needed for ``features`` and ``decision_weighted``).
-    dataset : SyntheticFaces, FaceDataset or similar, optional
-        Holds the cube's images, matched by id (needed for ``features`` and ``decision_weighted``).
+    dataset : optional
+        Any face data (see :func:`lrp_faces.faces.as_face_data`) holding the cube's images, matched by id (needed
+        for ``features`` and ``decision_weighted``).
     kinds : sequence of {"features", "relevance", "decision_weighted"}
         ``features``: the input of the last Linear of ``model.classifier``; ``relevance``: the cube's maps;
         ``decision_weighted``: features of the images with only the top ``fraction`` of pixels by the model's own
@@ -194,6 +196,7 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
         if missing:
             raise RSAError(f"{len(missing)} model(s) of the cube are missing from the zoo: {few(missing)}")
         images = _dataset_images(dataset, ids, (relevance.sizes["y"], relevance.sizes["x"]))
+        _check_classes(zoo, specs, dataset)
     values = np.full(tuple(relevance.sizes[dim] for dim in MODEL_DIMS) + (len(kinds), len(ids), len(ids)), np.nan)
     position = {dim: {str(value): k for k, value in enumerate(relevance[dim].values)} for dim in MODEL_DIMS}
     for spec in tqdm(specs, desc="model RDMs", unit="model", disable=not progress, leave=False):
@@ -210,6 +213,17 @@ def model_rdms(cube: xr.Dataset, zoo: Mapping | None = None, dataset: Any = None
                         attrs={"long_name": "1 - Pearson correlation between images", "units": "1",
                                "fraction": float(fraction), "fill": "mean",
                                "kind_descriptions": "; ".join(f"{kind}: {_KIND_TEXT[kind]}" for kind in kinds)})
+
+
+def _check_classes(zoo: Mapping, specs: Sequence[ModelSpec], dataset: Any) -> None:
+    """Refuse a data set whose labelled classes the models do not know (:func:`lrp_faces.zoo.scored_labels`), as
+    the cube of its maps does; images without labels for a task are fine (RDMs compare images, not labels)."""
+    try:
+        scored_labels(zoo, specs, dataset)
+    except ClassMismatchError as error:
+        raise RSAError(str(error)) from error
+    except DatasetError:  # no labels for a task: nothing to compare the models' classes with
+        pass
 
 
 def _model_rdm(kind: str, spec: ModelSpec, maps: np.ndarray, model: nn.Module | None, images: torch.Tensor | None,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..faces import DatasetError, DataTypeError, FaceDataView, as_face_data
 from ._common import (AnalysisError, AnalysisTypeError, CubeModels, check_block_size, check_confidence, check_count,
                       check_relevance, cube_models, image_ids, read_blocks, top_membership)
 from ._statistics import bootstrap_mean
@@ -131,18 +132,30 @@ def _aligned(values: Any, name: str, images: list[str], shape: tuple[int, int],
     return array[[position[image] for image in images]]
 
 
+def _face_data(value: Any) -> FaceDataView | None:
+    """``value`` as face data (:func:`lrp_faces.faces.as_face_data`) if it is a data set, None if it is maps."""
+    if isinstance(value, (np.ndarray, torch.Tensor, xr.DataArray, Mapping)):
+        return None
+    try:
+        return as_face_data(value)
+    except (DataTypeError, DatasetError):
+        return None
+
+
 def _region_labels(regions: Any, region_names: Sequence[str] | None, images: list[str],
                    shape: tuple[int, int]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Label maps (H, W) or (N, H, W) as int64, aligned to the cube's images, and the region names."""
     ids, names = None, None
+    data = _face_data(regions)
     if isinstance(regions, xr.DataArray):
         names = regions.attrs.get("region_names")
         if names is None and isinstance(regions.attrs.get("flag_meanings"), str):
             names = regions.attrs["flag_meanings"].split()
-    elif not isinstance(regions, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(regions, "regions"):
-        names = getattr(regions, "region_names", None)
-        ids = getattr(regions, "image_ids", None)
-        regions = regions.regions
+    elif data is not None:
+        if not hasattr(data, "regions"):
+            raise AnalysisTypeError("regions: the data set has no region masks (synthetic faces have them); pass "
+                                    "integer label maps instead, e.g. face_template(size) for aligned real faces")
+        names, ids, regions = getattr(data, "region_names", None), data.image_ids, data.regions
     labels = _aligned(regions, "regions", images, shape, ids)
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
         raise AnalysisError(f"regions must be integer label maps (values index region_names), got dtype "
@@ -179,8 +192,9 @@ def region_relevance(cube: xr.Dataset, regions: Any, region_names: Sequence[str]
         Integer label maps whose values index ``region_names``: one (H, W) map shared by every image (e.g.
         :func:`face_template`), or (N, H, W), one per image of the cube in its order; an xarray.DataArray with dims
         (y, x) or (image, y, x), matched to the cube by its ``image`` coordinate, with the names in
-        ``attrs["region_names"]`` (or CF ``flag_meanings``); or a dataset with ``regions``, ``image_ids`` and
-        ``region_names`` such as :class:`~lrp_faces.faces.SyntheticFaces` (names :data:`lrp_faces.faces.REGIONS`).
+        ``attrs["region_names"]`` (or CF ``flag_meanings``); or face data (see :func:`lrp_faces.faces.as_face_data`)
+        with region masks (``regions``, ``region_names``), such as :class:`~lrp_faces.faces.SyntheticFaces` (names
+        :data:`lrp_faces.faces.REGIONS`), matched by image id.
     region_names : sequence of str, optional
         Names of the label values 0, 1, ...; default from ``regions``, else ``region_0``, ``region_1``, ...
     n_bootstrap, confidence, seed
@@ -283,6 +297,9 @@ def task_masks(masks: Any, tasks: list[str], images: list[str], shape: tuple[int
                                 "{task: dataset.task_mask(task)}")
         for task in tasks:
             found[task] = _aligned(masks[task], f"masks[{task!r}]", images, shape)
+    elif not callable(getattr(masks, "task_mask", None)) and _face_data(masks) is not None:
+        raise AnalysisTypeError("masks: the data set has no ground-truth masks (synthetic faces have them, in "
+                                "task_mask(task)); pass boolean masks per task instead")
     elif callable(getattr(masks, "task_mask", None)):
         ids = getattr(masks, "image_ids", None)
         for task in tasks:
@@ -341,9 +358,9 @@ def ground_truth(cube: xr.Dataset, masks: Any, n_bootstrap: int = 1000, confiden
         As for :func:`region_relevance`.
     masks
         Ground truth per task: a mapping ``task -> masks``, each boolean (N, H, W) in the cube's image order, (H, W)
-        shared by all images, or an xarray.DataArray (image, y, x) matched by image id; or a dataset with
-        ``task_mask(task)`` and ``image_ids`` such as :class:`~lrp_faces.faces.SyntheticFaces`. Every task of the
-        cube's models is needed.
+        shared by all images, or an xarray.DataArray (image, y, x) matched by image id; or face data (see
+        :func:`lrp_faces.faces.as_face_data`) with ground truth, ``task_mask(task)``, such as
+        :class:`~lrp_faces.faces.SyntheticFaces`. Every task of the cube's models is needed.
 
     Returns
     -------

@@ -23,10 +23,19 @@ KNOWN_RESULTS = {"summary_generalization_index": "masking generalisation (maskin
                  "accuracy_auc": "self-masking curves per model (masking.curves; masking_lerf.nc: LeRF)"}
 
 
+def _plain(value):
+    """An attribute as plain Python; float32 (and float16) values by their own shortest decimal, not widened to
+    float64 noise (``np.float32(0.15).item()`` is 0.15000000596046448)."""
+    if not isinstance(value, (np.ndarray, np.generic)):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        array = array.astype(str).astype(np.float64)  # numpy writes each value as its shortest round-trip decimal
+    return array.tolist()
+
+
 def _short(value, width: int = ATTR_WIDTH) -> str:
-    if isinstance(value, (np.ndarray, np.generic)):
-        value = value.tolist()
-    text = format_setting(value)
+    text = format_setting(_plain(value))
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 1] + "…"
 

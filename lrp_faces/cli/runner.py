@@ -57,18 +57,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from .. import cube as cubes
 from .. import masking
 from ..compute import UNITS_DIR
 from ..errors import LRPFacesError
 from ..files import versions, write_text_atomic
-from ..faces import FaceDataset, synthetic_faces
-from ..zoo import ModelSpec, default_cache_dir, demo_study_data
-from .study import STEP_ATTR, Study, StudyError, result_attrs, write_result
+from ..faces import FaceDataset, FaceDataView, as_face_data, split_by_image, synthetic_faces
+from ..zoo import ModelSpec, default_cache_dir, demo_study_data, scored_labels
+from .study import STEP_ATTR, HeldOutSplit, Study, StudyError, result_attrs, write_result
 
 __all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spaced"]
 
@@ -89,44 +87,13 @@ def evenly_spaced(count: int, keep: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, count - 1, keep)).astype(np.int64))
 
 
-class StudyData(torch.utils.data.Dataset):
-    """A study's images in memory with their ids, identity and gender, and labels per model task.
+def load_dataset(study: Study, progress: bool = True) -> FaceDataView:
+    """The study's images and labels, held in memory, as face data (:func:`lrp_faces.faces.as_face_data`).
 
-    Wraps a data set that reads images from files (they are loaded once) or whose label names differ from the
-    models' task names (``labels`` maps a task to ``"identity"`` or ``"gender"``). Other attributes are the source's.
+    Synthetic faces are generated, real ones read once from their files. With ``[dataset].split`` a table, the
+    images are the test part of :func:`lrp_faces.faces.split_by_image`; ``max_images`` then keeps that many, evenly
+    spaced. ``[dataset.labels]`` maps the models' tasks to the labels they are scored on.
     """
-
-    def __init__(self, source, images: torch.Tensor, labels: Mapping[str, str]):
-        self.source, self.images, self.label_map = source, images, dict(labels)
-        self.image_ids = [str(value) for value in source.image_ids]
-        self.identity, self.gender = np.asarray(source.identity), np.asarray(source.gender)
-        self.image_size = int(images.shape[-1])
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int):
-        return self.images[index], int(self.labels()[index])
-
-    def labels(self, task: str | None = None) -> np.ndarray:
-        task = task or getattr(self.source, "task", None)
-        return self.source.labels(self.label_map.get(task, task))
-
-    def subset(self, indices) -> "StudyData":
-        indices = np.asarray(indices)
-        return StudyData(self.source.subset(indices), self.images[torch.from_numpy(indices)], self.label_map)
-
-    def __getattr__(self, name: str):
-        if name in ("source", "label_map"):  # not yet set: avoid recursion while unpickling or copying
-            raise AttributeError(name)
-        value = getattr(self.source, name)
-        if name == "task_mask":  # ground truth of a model task is that of the label it is scored on
-            return lambda task=None: value(self.label_map.get(task, task))
-        return value
-
-
-def load_dataset(study: Study, progress: bool = True):
-    """The study's images: synthetic faces as they are, real faces loaded into memory (see :class:`StudyData`)."""
     settings, size = study.dataset, study.image_size
     tasks = sorted({spec.task for spec in study.zoo.models}) if study.zoo.models is not None else []
     if settings.kind == "demo":
@@ -141,18 +108,15 @@ def load_dataset(study: Study, progress: bool = True):
         if settings.kind == "manifest":
             source = FaceDataset.from_manifest(settings.path, settings.image_root, **common)
         elif settings.kind == "celeba":
-            source = FaceDataset.from_celeba(settings.path, split=settings.split, **common)
+            partition = settings.split if isinstance(settings.split, str) else None
+            source = FaceDataset.from_celeba(settings.path, split=partition, **common)
         else:
             source = FaceDataset.from_folders(settings.path, **common)
+    if isinstance(settings.split, HeldOutSplit):
+        source = split_by_image(source, settings.split.test_fraction, settings.split.seed)[1]
     if settings.max_images is not None:
         source = source.subset(evenly_spaced(len(source), settings.max_images))
-    held = getattr(source, "images", None)
-    if isinstance(held, torch.Tensor) and not settings.labels:
-        return source
-    if not isinstance(held, torch.Tensor):
-        held = torch.stack([source.load_image(index) for index in tqdm(
-            range(len(source)), desc="load images", unit="image", disable=not progress, leave=False)])
-    return StudyData(source, held, settings.labels)
+    return as_face_data(source, label_names=settings.labels).in_memory(progress=progress)
 
 
 def _digest(value: Any) -> str:
@@ -250,14 +214,36 @@ class StudyRun:
         return zoo
 
     @cached_property
-    def data(self):
-        """The study's images and labels, in memory."""
+    def data(self) -> FaceDataView:
+        """The study's images and labels, in memory, checked against the zoo's classes (:meth:`check_classes`)."""
         started = _clock()
         data = load_dataset(self.study, progress=self.progress)
         seconds = self._timed("dataset", started, f"{len(data)} images")
-        self.log(f"dataset: {len(data)} images of {self.study.image_size} px ({self.study.dataset.kind}, "
+        split = self.study.dataset.split
+        part = (f", the test part of a split by image ({split.test_fraction:.0%} of each identity, seed "
+                f"{split.seed})" if isinstance(split, HeldOutSplit) else "")
+        self.log(f"dataset: {len(data)} images of {self.study.image_size} px ({self.study.dataset.kind}{part}, "
                  f"{seconds:.1f} s)")
+        self.check_classes(data)
         return data
+
+    def check_classes(self, data: FaceDataView) -> None:
+        """Check the zoo's models against the data's classes before any work: each task's labels map to the models'
+        classes by name (:func:`lrp_faces.zoo.scored_labels`), and every checkpoint has the head and class names of
+        its task (:meth:`lrp_faces.zoo.Zoo.check`).
+
+        Raises
+        ------
+        ClassMismatchError
+            A class of the data that a model does not know, or labels beyond a model's outputs.
+        ZooError
+            A checkpoint whose head or class names are not those its task is scored on.
+        """
+        zoo = self.zoo
+        scored = scored_labels(zoo, sorted(zoo), data)
+        if callable(getattr(zoo, "check", None)):
+            zoo.check({task: labels.class_names for task, labels in scored.items()
+                       if labels.class_names is not None})
 
     @property
     def cube_path(self) -> Path:
@@ -352,12 +338,14 @@ class StudyRun:
         each model masked by its own maps least relevant first (see :meth:`self_masking`)."""
         cube = self.open_cube() if cube is None else cube
         settings = self.study.masking
-        step = {"masking": settings.to_dict(), **self._cube_fingerprint(cube)}
+        contrastive = self.study.attribution.contrastive  # the output the maps explain is the output masking scores
+        step = {"masking": settings.to_dict(), "contrastive": contrastive, **self._cube_fingerprint(cube)}
 
         def compute():
             selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
-            return masking.generalization(selected, self.zoo, self.data, progress=self.progress, **self._where(),
-                                          **self._block_size(), **settings.arguments())
+            return masking.generalization(selected, self.zoo, self.data, progress=self.progress,
+                                          contrastive=contrastive, **self._where(), **self._block_size(),
+                                          **settings.arguments())
         path = self._step("masking", step, compute)
         if settings.config.order == "lerf":
             self.log("masking_lerf: skipped; the generalisation step already masks least relevant first (LeRF)")
@@ -379,7 +367,8 @@ class StudyRun:
         settings = self.study.masking
         selected = cube.isel(image=evenly_spaced(cube.sizes["image"], settings.max_images))
         return masking.own_map_curves(selected, self.zoo, self.data, order=order, progress=self.progress,
-                                      **self._where(), **self._block_size(), **self._curves_settings(settings))
+                                      contrastive=self.study.attribution.contrastive, **self._where(),
+                                      **self._block_size(), **self._curves_settings(settings))
 
     @staticmethod
     def _curves_settings(settings) -> dict:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import methods as method_registry
+from ..faces import DATASET_KINDS, DATASET_SETTINGS
+from ..faces.datasets import CELEBA_DISJOINT, CELEBA_PARTITIONS
 from ..masking import PRECISIONS, MaskingConfig, MaskingError, MaskingTypeError
 from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError, demo_zoo
 from ..toml_tables import TomlTable, read_toml
@@ -31,22 +33,16 @@ from ._toml import StudyError, study_table, built, check_params
 from ..netcdf import plain as _plain
 from .results import STEP_ATTR, read_result, result_attrs, write_result
 
-__all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings", "MaskingSettings",
-           "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DATASET_SETTINGS", "DEMO_ZOOS", "write_result",
-           "read_result", "result_attrs", "STEP_ATTR"]
+__all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "HeldOutSplit", "AttributionSettings",
+           "MaskingSettings", "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DATASET_SETTINGS", "DEMO_ZOOS",
+           "write_result", "read_result", "result_attrs", "STEP_ATTR"]
 
 ANALYSES = ("similarity", "regions", "methods", "rsa")
 """The analyses of a study, in the order they run; each writes ``<name>.nc``."""
-DATASET_SETTINGS = {
-    "demo": ("kind", "max_images", "labels"),
-    "synthetic": ("kind", "identities", "images_per_identity", "seed", "nuisance", "image_size", "max_images",
-                  "labels"),
-    "manifest": ("kind", "path", "image_root", "image_size", "max_images", "on_error", "check", "labels"),
-    "celeba": ("kind", "path", "split", "image_size", "max_images", "on_error", "check", "labels"),
-    "folders": ("kind", "path", "image_size", "max_images", "on_error", "check", "labels"),
-}
-"""The ``[dataset]`` keys of each kind (the demo's faces are the demo zoo's)."""
-DATASET_KINDS = tuple(DATASET_SETTINGS)
+SPLIT_BY = ("image",)
+"""How ``[dataset].split`` holds images out: by image, every identity in both parts
+(:func:`lrp_faces.faces.split_by_image`)."""
+SPLIT_TABLE = 'a table {by = "image", test_fraction = 0.2, seed = 0}'
 DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
 LABELS = ("identity", "gender")
 MIN_IMAGE_SIZE = 32
@@ -142,21 +138,70 @@ class ZooSettings:
 
 
 @dataclass(frozen=True)
+class HeldOutSplit:
+    """``[dataset].split = {by = "image", test_fraction = 0.2, seed = 0}``: the study explains the test part of a
+    held-out split (:func:`lrp_faces.faces.split_by_image`), which keeps every identity in both parts.
+
+    Parameters
+    ----------
+    by : {"image"}
+        Images are held out per identity: of each identity's images, ``test_fraction`` (at least one) are in the
+        test part.
+    test_fraction : float
+        In (0, 1); default 0.2.
+    seed : int
+        Draws which images are held out (the same on every machine); default 0.
+    """
+
+    by: str = "image"
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    @classmethod
+    def from_table(cls, table: TomlTable) -> "HeldOutSplit":
+        by = table.get("by", str, choices=SPLIT_BY)
+        fraction = table.get("test_fraction", float, 0.2)
+        if not 0.0 < fraction < 1.0:
+            raise StudyError(f"{table.key('test_fraction')}: expected a float in (0, 1), got {fraction!r}")
+        seed = table.get("seed", int, 0, low=0)
+        table.finish()
+        return cls(by, fraction, seed)
+
+
+def _read_split(table: TomlTable, kind: str) -> str | HeldOutSplit | None:
+    """``[dataset].split``: a held-out split (a table, any kind but the demo), or one of CelebA's partitions."""
+    value = table.data.get("split")
+    if value is None:
+        table.known.append("split")
+        return None
+    if kind == "celeba" and isinstance(value, str):
+        return table.get("split", str, choices=tuple(CELEBA_PARTITIONS))
+    if not isinstance(value, Mapping):
+        partitions = f" or one of CelebA's partitions {list(CELEBA_PARTITIONS)}" if kind == "celeba" else ""
+        raise StudyError(f"{table.key('split')}: expected {SPLIT_TABLE}{partitions}, got {type(value).__name__} "
+                         f"{value!r}")
+    return HeldOutSplit.from_table(table.table("split"))
+
+
+@dataclass(frozen=True)
 class DatasetSettings:
     """``[dataset]``: the images explained and their labels.
 
     ``kind`` is ``demo`` (the demo zoo's held-out study faces), ``synthetic`` (``identities``,
     ``images_per_identity``, ``seed``, ``nuisance``), ``manifest`` (``path`` to a CSV ``path,identity,gender``,
-    optional ``image_root``), ``celeba`` (``path`` to the CelebA root, optional ``split``) or ``folders`` (``path``
-    to one folder per identity). ``image_size`` defaults to the zoo's; ``max_images`` keeps that many images, evenly
-    spaced; ``[dataset.labels]`` maps a model task to the label it is scored on (``identity`` or ``gender``;
-    default: the task's own name).
+    optional ``image_root``), ``celeba`` (``path`` to the CelebA root) or ``folders`` (``path`` to one folder per
+    identity); :data:`DATASET_SETTINGS` lists the keys of each kind. ``image_size`` defaults to the zoo's;
+    ``split = {by = "image", test_fraction = 0.2, seed = 0}`` explains the test part of a held-out split
+    (:class:`HeldOutSplit`; for CelebA, ``split`` may instead name an official partition, ``"train"``, ``"valid"``
+    or ``"test"``, whose identities are disjoint: identity labels are refused on ``"valid"`` and ``"test"``);
+    ``max_images`` keeps that many images, evenly spaced; ``[dataset.labels]`` maps a model task to the label it is
+    scored on (``identity`` or ``gender``; default: the task's own name).
     """
 
     kind: str = "demo"
     path: Path | None = None
     image_root: Path | None = None
-    split: str | None = None
+    split: str | HeldOutSplit | None = None
     image_size: int | None = None
     identities: int = 10
     images_per_identity: int = 8
@@ -192,7 +237,7 @@ class DatasetSettings:
             "nuisance": lambda key: table.get(key, float, 1.0),
             "path": lambda key: base / Path(table.get(key, str)).expanduser(),
             "image_root": lambda key: _optional_path(base, table.get(key, str, None)),
-            "split": lambda key: table.get(key, str, None, choices=("train", "valid", "test")),
+            "split": lambda key: _read_split(table, kind),
             "image_size": lambda key: table.get(key, int, None, low=MIN_IMAGE_SIZE),
             "max_images": lambda key: table.get(key, int, None, low=2),
             "on_error": lambda key: table.get(key, str, "raise", choices=("raise", "skip")),
@@ -467,6 +512,15 @@ class Study:
         if self.dataset.kind == "demo" and self.zoo.demo is None:
             raise StudyError("[dataset].kind: \"demo\" (the demo's study faces) goes with the demo zoo "
                              "([zoo] demo = \"default\" | \"quick\"); use \"synthetic\" or real data for other zoos")
+        partition = self.dataset.split
+        if self.dataset.kind == "celeba" and isinstance(partition, str) and partition != "train":
+            specs = self.zoo.demo_settings.specs() if self.zoo.demo is not None else self.zoo.models.specs
+            tasks = {spec.task for spec in specs}
+            scored_on = sorted(task for task in tasks if self.dataset.labels.get(task, task) == "identity")
+            if scored_on:
+                raise StudyError(f"[dataset].split: the models of task(s) {scored_on} are scored on identity labels, "
+                                 f"which are refused on CelebA's {partition!r} partition. "
+                                 + CELEBA_DISJOINT.format(split=repr(partition)))
 
     @property
     def image_size(self) -> int:

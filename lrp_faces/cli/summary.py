@@ -11,7 +11,8 @@ import xarray as xr
 
 from ..analysis import METHOD_DIM
 from ..masking import MODEL_DIMS
-from ..formatting import RELATION_LABELS
+from ..formatting import RELATION_LABELS, fraction_label
+from ..result_layout import masking_mode
 from .study import read_result
 from .results import ResultFileError
 
@@ -46,11 +47,15 @@ def generalization_lines(result: xr.Dataset) -> list[str]:
 
 def self_masking_lines(result: xr.Dataset) -> list[str]:
     """One line on the models masked by their own maps (``masking_lerf.nc``: least relevant first): their mean
-    accuracy at each fraction hidden and the mean AOPC of the output."""
+    accuracy at each fraction of pixels (or patches) hidden, or kept in ``keep`` mode, and the mean AOPC of the
+    output."""
     if "correct" not in result or not all(dim in result.dims for dim in MODEL_DIMS + ("fraction", "image")):
         return []
     order = str(result.attrs.get("order", "lerf"))
-    which = {"lerf": "least relevant first (LeRF)", "morf": "most relevant first (MoRF)"}.get(order, order)
+    mode = masking_mode(result)
+    which = {"lerf": f"least relevant {'kept' if mode == 'keep' else 'first'} (LeRF)",
+             "morf": f"most relevant {'kept' if mode == 'keep' else 'first'} (MoRF)"}.get(order, order)
+    units = "patches" if int(result.attrs.get("patch", 1)) > 1 else "pixels"
     per_model = result["correct"].mean("image").stack(model=MODEL_DIMS).transpose("fraction", "model")
     values = np.asarray(per_model.values, dtype=np.float64)
     if not np.isfinite(values).any():
@@ -58,7 +63,7 @@ def self_masking_lines(result: xr.Dataset) -> list[str]:
     steps = ", ".join(f"{_number(np.nanmean(row))} at {float(fraction):.0%}"
                       for fraction, row in zip(result["fraction"].values, values))
     line = (f"Models masked by their own maps, {which}, mean over {values.shape[1]} models: accuracy {steps} "
-            f"hidden")
+            f"({fraction_label(mode, units)})")
     if "mean_aopc_output" in result:
         line += f"; mean AOPC of the output {_number(float(result['mean_aopc_output'].mean()))}"
     return [line]
@@ -148,7 +153,7 @@ def study_images(results_dir: str | Path):
         dataset, zoo = settings["dataset"], settings["zoo"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    from ..faces import synthetic_faces
+    from ..faces import split_by_image, synthetic_faces
     from ..zoo import DemoSettings, demo_study_data
     from .runner import evenly_spaced
     try:
@@ -157,6 +162,9 @@ def study_images(results_dir: str | Path):
         elif dataset.get("kind") == "synthetic":
             faces = synthetic_faces(dataset["identities"], dataset["images_per_identity"],
                                     size=settings["image_size"], seed=dataset["seed"], nuisance=dataset["nuisance"])
+            split = dataset.get("split")
+            if isinstance(split, dict):  # the study explained the test part of a held-out split
+                faces = split_by_image(faces, split["test_fraction"], split["seed"])[1]
         else:
             return None
     except (KeyError, TypeError, ValueError):

@@ -30,11 +30,11 @@ accessor.
 from ._compute import compute
 from ._open import open_cube as open  # noqa: A001 - the public name; the builtin stays reachable as builtins.open
 from ._open import verify
-from ._store import (FORMAT, FORMAT_VERSION, CubeError, CubeFileError, CubeInputError, CubeMismatchError,
-                     CubeNonFiniteError, CubeWarning, file_name)
+from ._store import (FORMAT, FORMAT_VERSION, NON_FINITE_MAPS, CubeError, CubeFileError, CubeInputError,
+                     CubeMismatchError, CubeNonFiniteError, CubeWarning, file_name)
 from .accessor import LRPAccessor
 from .blocks import Batch, explain_block
 
 __all__ = ["compute", "open", "verify", "explain_block", "Batch", "CubeError", "CubeFileError", "CubeInputError",
            "CubeMismatchError", "CubeNonFiniteError", "CubeWarning", "LRPAccessor", "file_name", "FORMAT",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "NON_FINITE_MAPS"]

@@ -20,15 +20,16 @@ from tqdm.auto import tqdm
 
 from .. import methods as method_registry
 from ..attribution import check_images
+from ..faces import DatasetError, ImageTable, as_face_data, describe_images, load_images
 from ..files import canonical_json, sha256_of_file, temporary_files
 from ..methods import Method
-from ..models import read_checkpoint_info, weights_digest
+from ..models import weights_digest
 from ..module_state import evaluation_mode
 from ..compute import UNITS_DIR, Unit, UnitStore, run_units
-from ..zoo import ModelSpec
+from ..zoo import ModelSpec, TaskLabels, scored_labels
 from ._open import open_cube
 from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
-                     CubeWarning, Header, ImageTable, cube_files, file_name, read_header, verify_file,
+                     CubeWarning, Header, cube_files, file_name, read_header, verify_file,
                      version_attributes, write_model_file)
 from ..devices import model_device, resolve_device
 from .blocks import block_ranges, block_size_for, dataset_block, explain_unit, request_digest, unit_key
@@ -51,6 +52,7 @@ class _Run:
     block_size: int
     device: torch.device | None
     progress: bool
+    scored: Mapping[str, TaskLabels]
 
 
 def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method = "epsilon_gamma_box",
@@ -131,12 +133,17 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
     device = None if device is None else resolve_device(device)
     directory = _check_directory(path)
     specs = _check_zoo(zoo)
-    images = describe_images(dataset)
+    try:
+        dataset = as_face_data(dataset)
+        images = describe_images(dataset)
+        scored = scored_labels(zoo, specs, dataset)
+    except DatasetError as error:  # the data set, or its classes and the models', do not fit
+        raise CubeInputError(str(error)) from error
     zoo_size = getattr(zoo, "image_size", None)
     if zoo_size is not None and (images.height, images.width) != (zoo_size, zoo_size):
         raise CubeInputError(f"the zoo's models take {zoo_size}x{zoo_size}-pixel images but the dataset's images are "
                              f"{images.height}x{images.width} pixels; build the dataset with image_size={zoo_size}")
-    labels = {task: task_labels(dataset, task, len(images.ids)) for task in sorted({spec.task for spec in specs})}
+    labels = {task: task_labels.labels for task, task_labels in scored.items()}
     label_digests = {task: hashlib.sha256(values.astype("<i8").tobytes()).hexdigest()
                      for task, values in labels.items()}
     request = {"Conventions": "CF-1.8", "title": "lrp_faces relevance cube, one model", "cube_format": FORMAT,
@@ -148,7 +155,7 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
                "input_height": images.height, "input_width": images.width, "n_images": len(images.ids),
                "images_sha256": images.digest, "batch_size": batch_size, **version_attributes()}
     run = _Run(dataset, images, labels, label_digests, request, method, bool(contrastive), batch_size, block_size,
-               device, progress)
+               device, progress, scored)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
         for leftover in temporary_files(directory):  # from a killed run; we hold the lock, so nobody writes them
@@ -156,9 +163,6 @@ def compute(zoo: Mapping, dataset, path: str | os.PathLike, method: str | Method
         store = UnitStore(directory / UNITS_DIR, "cube", {"cube_format_version": FORMAT_VERSION,
                                                           "block_size": block_size})
         reusable = _reusable_files(directory, specs, request, label_digests, overwrite)
-        for spec in specs:
-            if spec not in reusable:
-                _check_label_range(spec, labels[spec.task], _declared_classes(zoo, spec))
         blocks = _image_blocks(dataset, images, block_size)
         plans = [plan for spec in tqdm(specs, desc="cube: models", unit="model", disable=not progress, leave=False)
                  if (plan := _plan_model(zoo, spec, reusable.get(spec), run, blocks)) is not None]
@@ -221,93 +225,7 @@ def _check_zoo(zoo) -> list[ModelSpec]:
     return sorted(zoo.keys())
 
 
-# ------------------------------------------------------------------------------------------------------ the dataset
-# Dataset helpers: load_images, describe_images and task_labels read any data set; they move to lrp_faces.faces.
-def load_images(dataset, start: int, stop: int) -> torch.Tensor:
-    """Images ``start:stop`` of ``dataset`` (n, 3, H, W): from ``.images``, ``.load_image(i)`` or ``dataset[i][0]``."""
-    held = getattr(dataset, "images", None)
-    if isinstance(held, torch.Tensor):
-        return held[start:stop]
-    loader = getattr(dataset, "load_image", None)
-    if callable(loader):
-        return torch.stack([torch.as_tensor(loader(index)) for index in range(start, stop)])
-    return torch.stack([torch.as_tensor(dataset[index][0]) for index in range(start, stop)])
-
-
-def _per_image(dataset, name: str, count: int) -> np.ndarray:
-    values = getattr(dataset, name, None)
-    if values is None:
-        return np.full(count, -1, dtype=np.int64)
-    values = np.asarray(values)
-    if values.shape != (count,) or not np.issubdtype(values.dtype, np.integer):
-        raise CubeInputError(f"dataset.{name} must hold one integer per image ({count}), got shape {values.shape} "
-                             f"and dtype {values.dtype}")
-    return values.astype(np.int64)
-
-
-def describe_images(dataset) -> ImageTable:
-    """Check ``dataset`` and return the ids, identity, gender, size and digest the cube records."""
-    count = len(dataset)
-    if count == 0:
-        raise CubeInputError("the dataset is empty: there are no images to explain")
-    ids = getattr(dataset, "image_ids", None)
-    ids = [str(index) for index in range(count)] if ids is None else [str(value) for value in ids]
-    if len(ids) != count:
-        raise CubeInputError(f"the dataset has {count} images but {len(ids)} image_ids")
-    if len(set(ids)) != count:
-        duplicate = next(value for value in ids if ids.count(value) > 1)
-        raise CubeInputError(f"image ids must be unique; {duplicate!r} occurs {ids.count(duplicate)} times")
-    identity, gender = _per_image(dataset, "identity", count), _per_image(dataset, "gender", count)
-    first = check_images(load_images(dataset, 0, 1), "the dataset's first image")
-    height, width = (int(size) for size in first.shape[2:])
-    declared = getattr(dataset, "image_size", None)
-    if declared is not None and (height, width) != (declared, declared):
-        raise CubeInputError(f"the dataset says image_size={declared} but its first image is {height}x{width} pixels")
-    digest = hashlib.sha256(canonical_json({"ids": ids, "size": [height, width]}).encode())
-    digest.update(identity.astype("<i8").tobytes())
-    digest.update(gender.astype("<i8").tobytes())
-    held = getattr(dataset, "images", None)
-    if isinstance(held, torch.Tensor):  # in memory: hash every pixel, a few at a time
-        for start in range(0, count, 256):
-            digest.update(held[start:start + 256].float().contiguous().numpy().tobytes())
-    else:  # loaded from files: hashing every image would mean reading them all; the first and last stand in
-        digest.update(first.float().contiguous().numpy().tobytes())
-        digest.update(load_images(dataset, count - 1, count).float().contiguous().numpy().tobytes())
-    return ImageTable(ids, identity, gender, height, width, digest.hexdigest())
-
-
-def task_labels(dataset, task: str, count: int) -> np.ndarray:
-    """``dataset.labels(task)``, checked to be one non-negative integer per image."""
-    if not callable(getattr(dataset, "labels", None)):
-        raise CubeInputError(f"the dataset has no labels(task) method; the zoo's {task!r} models need its labels")
-    try:
-        labels = np.asarray(dataset.labels(task))
-    except ValueError as error:
-        raise CubeInputError(f"the dataset has no usable {task!r} labels for the zoo's {task!r} models: {error}") \
-            from None
-    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
-        raise CubeInputError(f"dataset.labels({task!r}) must give one integer class per image ({count}), got shape "
-                             f"{labels.shape} and dtype {labels.dtype}")
-    if (labels < 0).any():
-        raise CubeInputError(f"dataset.labels({task!r}) has negative (unknown) labels, e.g. for image "
-                             f"{int(np.flatnonzero(labels < 0)[0])}")
-    return labels.astype(np.int64)
-
-
 # ------------------------------------------------------------------------------------------------------- the models
-def _declared_classes(zoo, spec: ModelSpec) -> int | None:
-    """The number of classes a zoo entry declares, read without loading the weights (None if unknown)."""
-    entry = getattr(zoo, "entries", {}).get(spec)
-    if entry is None:
-        return None
-    if getattr(entry, "format", None) == "lrp_faces":
-        try:
-            return int(read_checkpoint_info(entry.path)["architecture"]["num_classes"])
-        except (ValueError, OSError, KeyError, TypeError):  # loading the model will report what is wrong
-            return None
-    return getattr(entry, "num_classes", None)
-
-
 def _check_label_range(spec: ModelSpec, labels: np.ndarray, classes: int | None) -> None:
     if classes is not None and int(labels.max()) >= classes:
         raise CubeInputError(f"model {spec}: the dataset's {spec.task!r} labels go up to {int(labels.max())} but the "
@@ -387,7 +305,7 @@ def _model_attributes(model, spec: ModelSpec, run: _Run, source: dict, weights: 
     preprocessing = getattr(model, "preprocessing", None)
     return {**run.request, "pretraining": spec.pretraining, "task": spec.task, "seed": spec.seed, "model": spec.name,
             **source, "model_weights_sha256": weights, "model_num_classes": classes,
-            "class_names": canonical_json(getattr(model, "class_names", None)),
+            "class_names": canonical_json(getattr(model, "class_names", None) or run.scored[spec.task].class_names),
             "preprocessing": canonical_json(preprocessing.to_dict() if preprocessing is not None else None),
             "architecture": canonical_json(getattr(model, "architecture", None)),
             "labels_sha256": run.label_digests[spec.task]}

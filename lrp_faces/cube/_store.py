@@ -17,6 +17,7 @@ import netCDF4
 import numpy as np
 
 from ..errors import LRPFacesError, LRPFacesWarning
+from ..faces import ImageTable
 from ..files import VERSIONED_PACKAGES, atomic_path, versions
 from ..netcdf import DIGEST_ATTR, NetCDFFileError, header_digest, verify_header
 from ..zoo import MODEL_DIMS, ModelSpec
@@ -74,6 +75,13 @@ class CubeNonFiniteError(CubeError):
     """Relevance maps or outputs that came out NaN or Inf; nothing of them is stored."""
 
 
+NON_FINITE_MAPS = ("the maps themselves are not finite (the cube leaves out models it has not computed), as an "
+                   "attribution method's parameters (e.g. epsilon = 0) or a model's non-finite weights make them; "
+                   "recompute those maps with other parameters, or leave those models out")
+"""What NaN or Inf relevance of a computed model means, and what to do: for the messages of the steps that read maps
+(masking, analyses)."""
+
+
 class CubeWarning(LRPFacesWarning):
     """A cube file that ``compute`` recomputes instead of reusing: changed weights, or a damaged file."""
 
@@ -110,17 +118,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-class ImageTable(NamedTuple):
-    """What the cube records about the images: ids, identity and gender (-1 unknown), size and a digest."""
-
-    ids: list
-    identity: np.ndarray
-    gender: np.ndarray
-    height: int
-    width: int
-    digest: str
 
 
 class Batch(NamedTuple):

@@ -29,10 +29,10 @@ from ..files import canonical_json
 from ..methods import Method, NonFiniteRelevanceError
 from ..module_state import evaluation_mode
 from ..zoo import ModelSpec
-from ._store import PER_MODEL, SHARED, Batch, CubeInputError, CubeNonFiniteError
+from ._store import PER_MODEL, SHARED, Batch, CubeInputError, CubeNonFiniteError, write_model_file
 
 __all__ = ["Batch", "DEFAULT_BLOCK_IMAGES", "explain_block", "explain_unit", "block_size_for",
-           "block_ranges", "request_digest", "unit_key", "block_dataset", "dataset_block"]
+           "block_ranges", "request_digest", "unit_key", "block_dataset", "dataset_block", "write_model_file"]
 
 DEFAULT_BLOCK_IMAGES = 64
 """Images per block by default (rounded up to a multiple of the batch size)."""

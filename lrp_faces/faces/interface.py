@@ -7,6 +7,8 @@ A data set can be any of
 * a plain pair ``(images, labels)``: ``images`` a float tensor (N, 3, H, W), RGB in [0, 1]; ``labels`` an integer
   array (N,) that is the label of every task, or a mapping task -> integer array (N,). The keys ``"identity"`` and
   ``"gender"`` also give the images' identity and gender; image ids are ``"0"``, ``"1"``, ...
+* any other ``torch.utils.data.Dataset`` of ``(image, label)``: its label is that of every task (reading the labels
+  reads every item once); image ids are ``"0"``, ``"1"``, ... unless it has ``image_ids``.
 
 :func:`as_face_data` gives each of them the :class:`FaceData` interface. ``label_names`` maps a model's task to the
 label it is scored on, e.g. ``{"sex": "gender"}`` for models whose task is called ``"sex"``.
@@ -35,7 +37,6 @@ The same module holds the readers the cube, masking and analysis steps share: :f
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import canonical_json
 from ._errors import DatasetError, DataTypeError
 from ._indexing import selected_indices
 
@@ -241,6 +243,19 @@ class FaceDataView:
         """Images ``start:stop`` as float32 (n, 3, H, W) in [0, 1]."""
         return load_images(self.source, start, stop)
 
+    def take(self, indices) -> torch.Tensor:
+        """The images at ``indices`` (ints or a boolean mask), in that order, as float32 (n, 3, H, W) in [0, 1].
+
+        Held images are indexed; others are read from their files, each run of consecutive indices at once.
+        """
+        indices = selected_indices(len(self), indices)
+        if self.images is not None:
+            return self.images[torch.from_numpy(indices)]
+        if not len(indices):
+            return self.load(0, 1)[:0]
+        runs = np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)
+        return torch.cat([self.load(int(run[0]), int(run[-1]) + 1) for run in runs])
+
     def labels(self, task: str) -> np.ndarray:
         """The labels (N,) int64 of the source's label for ``task``, checked: one known class per image."""
         label = self.label_name(task)
@@ -362,14 +377,17 @@ def load_images(dataset, start: int, stop: int) -> torch.Tensor:
 def task_labels(dataset, task: str, count: int | None = None) -> np.ndarray:
     """``dataset.labels(task)`` as int64, checked to be one known (non-negative) class per image.
 
-    ``count`` is the number of images expected (default: ``len(dataset)``).
+    A ``torch.utils.data.Dataset`` without ``labels(task)`` gives the labels of its items ``dataset[i][1]`` for every
+    task. ``count`` is the number of images expected (default: ``len(dataset)``).
     """
     dataset = _source(dataset)
     count = len(dataset) if count is None else count
-    if not callable(getattr(dataset, "labels", None)):
+    generic = isinstance(dataset, torch.utils.data.Dataset) and not callable(getattr(dataset, "labels", None))
+    if not callable(getattr(dataset, "labels", None)) and not generic:
         raise DatasetError(f"the dataset has no labels(task) method; models of task {task!r} need its labels")
     try:
-        labels = np.asarray(dataset.labels(task))
+        labels = (np.array([np.asarray(dataset[index][1]).item() for index in range(count)]) if generic
+                  else np.asarray(dataset.labels(task)))
     except ValueError as error:
         raise DatasetError(f"the dataset has no usable {task!r} labels for models of task {task!r}: {error}") \
             from None
@@ -392,8 +410,10 @@ def _per_image(dataset, name: str, count: int) -> np.ndarray:
 def describe_images(dataset) -> ImageTable:
     """Check ``dataset`` and return the ids, identity, gender, size and digest of its images.
 
-    The digest covers the ids, the size, identity and gender, and every pixel of images held in memory; of images
-    read from files, the first and the last image stand in for all (hashing them all would read them all).
+    The digest (SHA-256) covers the ids and the size (as compact sorted-key JSON), identity and gender (as
+    little-endian int64), and every pixel of images held in memory (float32); of images read from files, the first
+    and the last image stand in for all (hashing them all would read them all). Cubes record it as
+    ``images_sha256``: these bytes must not change, or every cube computed before would be recomputed.
 
     Raises
     ------
@@ -410,7 +430,7 @@ def describe_images(dataset) -> ImageTable:
     if view.image_size is not None and (height, width) != (view.image_size, view.image_size):
         raise DatasetError(f"the dataset says image_size={view.image_size} but its first image is {height}x{width} "
                            "pixels")
-    digest = hashlib.sha256(json.dumps({"ids": view.image_ids, "size": [height, width]}, sort_keys=True).encode())
+    digest = hashlib.sha256(canonical_json({"ids": view.image_ids, "size": [height, width]}).encode())
     digest.update(view.identity.astype("<i8").tobytes())
     digest.update(view.gender.astype("<i8").tobytes())
     if view.images is not None:  # in memory: hash every pixel, a few at a time

@@ -1,8 +1,13 @@
-"""Checked inputs of masking (private to :mod:`lrp_faces.masking`): maps, labels, cubes, zoos and datasets."""
+"""Checked inputs of masking (private to :mod:`lrp_faces.masking`): maps, labels, cubes, zoos and datasets.
+
+Data sets are read through :func:`lrp_faces.faces.as_face_data` (any face data), and their labels in the models'
+class numbering through :func:`lrp_faces.zoo.scored_labels`.
+"""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,12 +15,14 @@ import torch
 import xarray as xr
 
 from ..attribution import check_images
+from ..cube import NON_FINITE_MAPS
 from ..devices import resolve_device
-from ..zoo import MODEL_DIMS, ModelSpec
+from ..faces import DatasetError, DataTypeError, FaceDataView, as_face_data
+from ..zoo import MODEL_DIMS, ModelSpec, scored_labels
 from .config import MaskingConfig, MaskingError, MaskingTypeError, hidden_counts, unit_count
 
-__all__ = ["CUBE_DIMS", "CubeInputs", "cube_inputs", "check_relevance", "check_labels", "check_cube", "cube_specs",
-           "check_zoo", "check_finite", "fill_colours", "check_batch_size", "rows_per_pass", "DEFAULT_BLOCK_SIZE"]
+__all__ = ["CUBE_DIMS", "CubeInputs", "cube_inputs", "face_data", "check_relevance", "check_labels", "check_cube",
+           "cube_specs", "check_zoo", "check_finite", "fill_colours", "check_batch_size", "rows_per_pass", "DEFAULT_BLOCK_SIZE"]
 
 CUBE_DIMS = MODEL_DIMS + ("image", "y", "x")
 DEFAULT_BLOCK_SIZE = 256
@@ -125,11 +132,21 @@ def cube_specs(relevance: xr.DataArray) -> list[ModelSpec]:
 
 
 def check_finite(specs: list[ModelSpec], relevance: xr.DataArray) -> None:
-    """Raise if any model's maps hold NaN or Inf, naming the models."""
+    """Raise if any model's maps hold NaN or Inf, naming the models: models a ragged cube has not computed, or maps
+    that are not finite themselves (:data:`lrp_faces.cube.NON_FINITE_MAPS` says why that happens)."""
     finite = np.asarray(np.isfinite(relevance).all(("image", "y", "x")).values).reshape(-1)
-    bad = [str(spec) for spec, ok in zip(specs, finite) if not ok]
-    if bad:
-        raise MaskingError(f"relevance of {', '.join(bad[:10])} contains NaN or Inf values (an incomplete cube?)")
+    bad = [spec for spec, ok in zip(specs, finite) if not ok]
+    if not bad:
+        return
+    computed = relevance.coords.get("computed")
+    missing = [] if computed is None else [
+        str(spec) for spec in bad
+        if not bool(computed.sel(pretraining=spec.pretraining, task=spec.task, seed=spec.seed))]
+    if missing:
+        raise MaskingError(f"the cube has no maps of {', '.join(missing[:10])} (it has not computed them), and "
+                           "generalisation compares every model of the cube's grid; compute them first (rerun "
+                           "lrp_faces.cube.compute with the whole zoo), or select the computed models with cube.sel")
+    raise MaskingError(f"relevance of {', '.join(map(str, bad[:10]))} contains NaN or Inf values: {NON_FINITE_MAPS}")
 
 
 def check_zoo(specs: list[ModelSpec], zoo: Mapping) -> None:
@@ -143,35 +160,48 @@ def check_zoo(specs: list[ModelSpec], zoo: Mapping) -> None:
                            f"{', '.join(missing[:10])}; the zoo has {', '.join(map(str, sorted(available)))}")
 
 
-def _select_images(dataset: Any, relevance: xr.DataArray) -> tuple[torch.Tensor, np.ndarray]:
-    for attribute in ("images", "labels", "image_ids"):
-        if not hasattr(dataset, attribute):
-            raise MaskingTypeError(f"dataset must have .images, .labels(task) and .image_ids (e.g. SyntheticFaces); "
-                                   f"{type(dataset).__name__} has no .{attribute}")
-    position = {str(image_id): index for index, image_id in enumerate(dataset.image_ids)}
+def face_data(dataset: Any) -> FaceDataView:
+    """``dataset`` as face data (:func:`lrp_faces.faces.as_face_data`); its errors as masking errors."""
+    try:
+        return as_face_data(dataset)
+    except DataTypeError as error:
+        raise MaskingTypeError(f"dataset: {error}") from error
+    except DatasetError as error:
+        raise MaskingError(f"dataset: {error}") from error
+
+
+def _select_images(data: FaceDataView, relevance: xr.DataArray) -> tuple[torch.Tensor, np.ndarray]:
+    position = {image_id: index for index, image_id in enumerate(data.image_ids)}
     ids = [str(image_id) for image_id in relevance.image.values]
     missing = [image_id for image_id in ids if image_id not in position]
     if missing:
         raise MaskingError(f"{len(missing)} image id(s) of the cube are not in the dataset: {missing[:10]}")
-    indices = torch.tensor([position[image_id] for image_id in ids], dtype=torch.int64)
-    images = check_images(torch.as_tensor(dataset.images)[indices], "dataset images")
+    indices = np.array([position[image_id] for image_id in ids], dtype=np.int64)
+    try:
+        images = check_images(data.take(indices), "dataset images")
+    except DatasetError as error:
+        raise MaskingError(f"dataset: {error}") from error
     if tuple(images.shape[2:]) != (relevance.sizes["y"], relevance.sizes["x"]):
         raise MaskingError(f"the dataset's images are {tuple(images.shape[2:])} px but the cube's maps are "
                            f"{(relevance.sizes['y'], relevance.sizes['x'])}")
-    return images, indices.numpy()
+    return images, indices
 
 
-def _task_labels(dataset: Any, relevance: xr.DataArray, tasks: list[str],
-                 indices: np.ndarray) -> dict[str, torch.Tensor]:
-    labels = {}
-    for task in tasks:
-        values = check_labels(np.asarray(dataset.labels(task))[indices], len(indices), f"dataset.labels({task!r})")
-        if task in relevance.coords and relevance.coords[task].dims == ("image",):
-            if not np.array_equal(np.asarray(relevance.coords[task].values), values.numpy()):
-                raise MaskingError(f"the cube's {task!r} labels disagree with dataset.labels({task!r}) for the "
-                                   f"same image ids")
-        labels[task] = values
-    return labels
+def _task_labels(zoo: Mapping, specs: list[ModelSpec], data: FaceDataView, relevance: xr.DataArray,
+                 indices: np.ndarray) -> tuple[dict[str, torch.Tensor], dict[str, tuple[str, ...] | None]]:
+    """Per task: the labels of the cube's images in the models' class numbering, and the names of those classes."""
+    try:
+        for task in sorted({spec.task for spec in specs}):
+            if task in relevance.coords and relevance.coords[task].dims == ("image",):
+                if not np.array_equal(np.asarray(relevance.coords[task].values), data.labels(task)[indices]):
+                    raise MaskingError(f"the cube's {task!r} labels disagree with dataset.labels({task!r}) for the "
+                                       f"same image ids")
+        scored = scored_labels(zoo, specs, data)
+    except DatasetError as error:  # no usable labels, or the models' classes and the data set's disagree
+        raise MaskingError(str(error)) from error
+    labels = {task: check_labels(values.labels[indices], len(indices), f"dataset.labels({task!r})")
+              for task, values in scored.items()}
+    return labels, {task: values.class_names for task, values in scored.items()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +221,8 @@ class CubeInputs:
         Task -> tensor (N,) of class indices.
     fill_colours : tensor (N, 3) or None
         The ``mean``/``road`` fill's colour of each image, resolved over all N images.
+    class_names : dict
+        Task -> the names of the classes ``labels`` index (the models'; None where unknown).
     """
 
     config: MaskingConfig
@@ -199,6 +231,7 @@ class CubeInputs:
     images: torch.Tensor
     labels: Mapping[str, torch.Tensor]
     fill_colours: torch.Tensor | None
+    class_names: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[str]:
@@ -226,14 +259,21 @@ class CubeInputs:
         """The fill colours (n, 3) of the images of ``block``, or None for fills without a colour."""
         return None if self.fill_colours is None else self.fill_colours[block]
 
+    def class_attrs(self) -> dict[str, str]:
+        """The ``class_names`` attribute of a step's result: JSON of task -> the class names its labels index."""
+        return {"class_names": json.dumps({task: None if names is None else list(names)
+                                           for task, names in sorted(self.class_names.items())})}
+
 
 def cube_inputs(cube: Any, zoo: Mapping, dataset: Any, config: MaskingConfig,
                 specs: list[ModelSpec] | None = None) -> CubeInputs:
-    """Check the cube, the zoo (it must hold ``specs``, default every model of the cube) and the dataset."""
+    """Check the cube, the zoo (it must hold ``specs``, default every model of the cube) and the dataset (any face
+    data, see :func:`lrp_faces.faces.as_face_data`); the labels are in the models' class numbering."""
     relevance = check_cube(cube)
     specs = cube_specs(relevance) if specs is None else specs
     check_zoo(specs, zoo)
-    images, indices = _select_images(dataset, relevance)
+    data = face_data(dataset)
+    images, indices = _select_images(data, relevance)
     unit_count(images.shape, config.patch)
-    labels = _task_labels(dataset, relevance, sorted({spec.task for spec in specs}), indices)
-    return CubeInputs(config, tuple(specs), relevance, images, labels, fill_colours(images, config))
+    labels, class_names = _task_labels(zoo, specs, data, relevance, indices)
+    return CubeInputs(config, tuple(specs), relevance, images, labels, fill_colours(images, config), class_names)

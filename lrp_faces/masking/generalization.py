@@ -231,7 +231,9 @@ def generalization(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
     zoo : Mapping[ModelSpec, nn.Module]
         e.g. :class:`~lrp_faces.zoo.Zoo`; must hold every model of the cube.
     dataset
-        Has ``.images`` (N, 3, H, W), ``.labels(task)`` and ``.image_ids`` covering the cube's images.
+        Any face data (see :func:`lrp_faces.faces.as_face_data`) holding the cube's images (matched by image id).
+        Its labels are mapped to each task's models' class numbering by class name where both record names
+        (:func:`lrp_faces.zoo.scored_labels`); attribute ``class_names`` records the classes' names per task.
     config : MaskingConfig, optional
         The masking settings; ``order`` is ``"morf"`` or ``"lerf"``. The random source uses the same settings with
         ``order="random"``.
@@ -383,5 +385,6 @@ def assemble_generalization(scores: Sequence[BlockScores], inputs: CubeInputs, *
              "n_permutations": n_permutations, "confidence": confidence, "precision": check_precision(precision),
              "random_source": "the same settings with order='random'",
              "aopc": f"{aopc_definition(mode)}; on the target's own task",
-             "generalization_index": "(AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t))"}
+             "generalization_index": "(AOPC(s->t) - AOPC(random->t)) / (AOPC(t->t) - AOPC(random->t))",
+             **inputs.class_attrs()}
     return xr.Dataset(variables, coords=coords, attrs=attrs)

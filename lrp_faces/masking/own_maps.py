@@ -78,7 +78,9 @@ def assemble_own_map_curves(scores: Mapping[ModelSpec, BlockScores], inputs: Cub
                                      image_ids=inputs.image_ids, contrastive=contrastive,
                                      precision=precision).reset_coords("label")
                for spec in inputs.specs}
-    return _stack(results, inputs)
+    result = _stack(results, inputs)
+    result.attrs.update(inputs.class_attrs())
+    return result
 
 
 def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: MaskingConfig | None = None, *,
@@ -101,7 +103,9 @@ def own_map_curves(cube: xr.Dataset, zoo: Mapping, dataset: Any, config: Masking
     zoo : Mapping[ModelSpec, nn.Module]
         e.g. :class:`~lrp_faces.zoo.Zoo`; must hold every computed model of the cube.
     dataset
-        Has ``.images`` (N, 3, H, W), ``.labels(task)`` and ``.image_ids`` covering the cube's images.
+        Any face data (see :func:`lrp_faces.faces.as_face_data`) holding the cube's images (matched by image id).
+        Its labels are mapped to each task's models' class numbering by class name where both record names
+        (:func:`lrp_faces.zoo.scored_labels`); attribute ``class_names`` records the classes' names per task.
     config : MaskingConfig, optional
         The masking settings; default ``MaskingConfig(order="lerf")`` (least relevant first).
     batch_size, contrastive, device, precision

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from ..analysis import METHOD_DIM
+from ..faces import DATASET_SETTINGS
 from ..formatting import (KIND_LABELS, METRIC_LABELS, RELATION_LABELS, SIMILARITY_LABELS, format_interval,
                           format_number, format_setting, pretty)
 from ..result_layout import (computed_models, confidence_of, noise_ceiling, rsa_statistic, rsa_statistic_label,
@@ -18,13 +19,6 @@ __all__ = ["table", "settings_html", "dataset_settings", "study_tables", "model_
            "similarity_table", "ground_truth_table", "methods_table", "rsa_table"]
 
 MAX_VALUE_CHARS = 300
-FILE_KINDS = ("manifest", "celeba", "folders")
-KIND_SETTINGS = {"identities": ("synthetic",), "images_per_identity": ("synthetic",), "seed": ("synthetic",),
-                 "nuisance": ("synthetic",), "path": FILE_KINDS, "on_error": FILE_KINDS, "check": FILE_KINDS,
-                 "image_root": ("manifest",), "split": ("celeba",)}
-"""Settings of a study's ``[dataset]`` that apply to some kinds of data set only (the generator's settings to
-``synthetic``; the demo's faces are set by the demo zoo). The others (``kind``, ``image_size``, ``max_images``,
-``labels``) apply to every kind."""
 COLLAPSE_OVER = 16  # flat settings tables with more values than this are collapsed
 
 
@@ -103,12 +97,12 @@ def _card(name: str, rows: list, blocks: list) -> str:
 
 
 def dataset_settings(dataset: dict) -> dict:
-    """The settings of a study's ``[dataset]`` that apply to its ``kind`` (:data:`KIND_SETTINGS`); all of them when
-    the kind is not given."""
-    kind = dataset.get("kind")
-    if kind is None:
+    """The settings of a study's ``[dataset]`` that apply to its ``kind`` (:data:`lrp_faces.faces.DATASET_SETTINGS`,
+    which the study file reads by too); all of them when the kind is not given or not known."""
+    applies = DATASET_SETTINGS.get(dataset.get("kind"))
+    if applies is None:
         return dataset
-    return {key: value for key, value in dataset.items() if kind in KIND_SETTINGS.get(key, (kind,))}
+    return {key: value for key, value in dataset.items() if key in applies}
 
 
 def settings_html(study: dict) -> str:

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..devices import model_device, resolve_device, to_device
+from ..faces import DatasetError, DataTypeError, FaceDataView, as_face_data, class_mapping
 from ..models import NormalizedVGG, replace_head
 from ..module_state import evaluation_mode, model_lock
 from .checks import ZooError, ZooTypeError, check_integer
@@ -44,53 +44,78 @@ def isolated_global_rng() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def _in_memory(dataset, task: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The fast path: ``(images, labels)`` tensors of a dataset that holds them (e.g. SyntheticFaces), else None."""
-    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
-    if not isinstance(images, torch.Tensor) or not callable(labels):
-        return None
-    return images, torch.as_tensor(np.asarray(labels(task)), dtype=torch.long)
+def _face_data(dataset, name: str = "dataset") -> FaceDataView:
+    """``dataset`` as face data (:func:`lrp_faces.faces.as_face_data`); its errors as the zoo's."""
+    try:
+        return as_face_data(dataset)
+    except DataTypeError as error:
+        raise ZooTypeError(f"{name}: {error}") from error
+    except DatasetError as error:
+        raise ZooError(f"{name}: {error}") from error
 
 
-def _for_task(dataset, task: str | None):
-    return dataset.with_task(task) if task is not None and hasattr(dataset, "with_task") else dataset
+def _labels(data: FaceDataView, task: str | None, name: str = "dataset") -> torch.Tensor:
+    """The data set's labels of ``task`` (every one known) as a long tensor."""
+    try:
+        return torch.as_tensor(data.labels(task), dtype=torch.long)
+    except DatasetError as error:
+        raise ZooError(f"{name}: {error}") from error
 
 
-def _ordered_batches(dataset, task: str | None, batch_size: int) -> Batches:
-    """All of ``dataset`` in order, as (images, labels) batches."""
-    held = _in_memory(dataset, task)
-    if held is not None:
-        for start in range(0, len(held[1]), batch_size):
-            yield held[0][start:start + batch_size], held[1][start:start + batch_size]
-        return
-    loader = torch.utils.data.DataLoader(_for_task(dataset, task), batch_size=batch_size, shuffle=False)
-    for images, labels in loader:
-        yield images, torch.as_tensor(labels, dtype=torch.long)
+
+def _in_memory(data: FaceDataView, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fast path: ``(images, labels)`` tensors of a data set that holds its images (e.g. SyntheticFaces)."""
+    return None if data.images is None else (data.images, labels)
 
 
-def _class_count(dataset, task: str | None, num_classes: int | None) -> int:
-    """``num_classes`` if given, else ``dataset.num_classes(task)``, else the largest label + 1."""
+def _ordered_batches(data: FaceDataView, labels: torch.Tensor, batch_size: int) -> Batches:
+    """All of ``data`` in order, as (images, labels) batches; images held in memory are sliced, others read."""
+    for start in range(0, len(labels), batch_size):
+        stop = min(start + batch_size, len(labels))
+        images = data.images[start:stop] if data.images is not None else data.load(start, stop)
+        yield images, labels[start:stop]
+
+
+def _class_count(data: FaceDataView, task: str | None, labels: torch.Tensor, num_classes: int | None) -> int:
+    """``num_classes`` if given, else the number of the data set's class names, else the largest label + 1."""
     if num_classes is not None:
         return check_integer(num_classes, "num_classes", low=1)
-    if callable(getattr(dataset, "num_classes", None)):
-        return int(dataset.num_classes(task))
-    return 1 + max(int(labels.max()) for _, labels in _ordered_batches(dataset, task, 256))
+    names = data.class_names(task)
+    return len(names) if names is not None else 1 + int(labels.max())
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset, task: str | None = None, batch_size: int = 128) -> float:
     """Share of images of ``dataset`` whose ``task`` label the model predicts.
 
-    The model is evaluated in evaluation mode, on the device its parameters are on; every module gets its own
-    training flag back afterwards.
+    ``dataset`` is any face data (see :func:`lrp_faces.faces.as_face_data`). Where the model and the data set both
+    record class names, the labels are mapped to the model's classes by name (:func:`lrp_faces.faces.class_mapping`),
+    so a held-out set numbered by itself is scored right; a class the model does not know is an error. The model is
+    evaluated in evaluation mode, on the device its parameters are on; every module gets its own training flag back
+    afterwards.
+
+    Raises
+    ------
+    ZooError
+        An empty data set, labels missing for ``task``, or a class of the data set that the model does not know.
     """
+    data = _face_data(dataset)
+    task = task or getattr(data, "task", None)
+    labels = _labels(data, task)
+    try:
+        mapping = class_mapping(getattr(model, "class_names", None), data.class_names(task), str(task), "the model",
+                                labels=labels.numpy())
+    except DatasetError as error:
+        raise ZooError(str(error)) from error
+    if mapping is not None:
+        labels = torch.from_numpy(mapping)[labels]
     device = model_device(model)
     correct = total = 0
     with evaluation_mode(model, frozen=False):
-        for images, labels in _ordered_batches(dataset, task, batch_size):
+        for images, batch_labels in _ordered_batches(data, labels, batch_size):
             predictions = model(to_device(images, device)).argmax(1)
-            correct += int((predictions == to_device(labels, device)).sum())
-            total += len(labels)
+            correct += int((predictions == to_device(batch_labels, device)).sum())
+            total += len(batch_labels)
     if not total:
         raise ZooError("accuracy of an empty dataset")
     return correct / total
@@ -154,9 +179,10 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
     Parameters
     ----------
     base_model : NormalizedVGG
-    dataset : SyntheticFaces, FaceDataset or any dataset yielding (image, label)
-        Datasets that hold an ``images`` tensor and a ``labels(task)`` method are sliced in memory (fast path);
-        others are read through a ``DataLoader`` every epoch.
+    dataset
+        Any face data (see :func:`lrp_faces.faces.as_face_data`). Images held in memory (SyntheticFaces, a pair)
+        are sliced (fast path); others are read from their files, batch by batch, every epoch (the same batches and
+        weights as held images). Its class names, where it has them, become the model's ``class_names``.
     task : str, optional
         Label to learn (default: the dataset's task).
     seed : int
@@ -166,8 +192,9 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
     trainable : {"classifier", "all"}
         Train only the dense layers (the conv features, BatchNorm statistics included, stay fixed; without
         augmentation their output is computed once), or the whole network.
-    validation : dataset, optional
-        Held-out images; their accuracy is recorded in ``model.metadata``.
+    validation : optional
+        Held-out face data; its accuracy (:func:`accuracy`, labels mapped to the model's classes by name) is recorded
+        in ``model.metadata``.
     progress : bool
         Show a progress bar.
     schedule : {"onecycle", "cosine", "constant"}
@@ -192,32 +219,37 @@ def finetune(base_model: NormalizedVGG, dataset, task: str | None = None, seed: 
         raise ZooTypeError(f"base_model must be a NormalizedVGG (lrp_faces.vgg16 or a loader), got {type(base_model)}")
     recipe = _Recipe(seed, epochs, lr, trainable, batch_size, weight_decay, schedule, label_smoothing, augment)
     device = resolve_device(device)
-    task = task or getattr(dataset, "task", None)
-    held = _in_memory(dataset, task)
-    count = len(held[1]) if held is not None else len(dataset)
+    data = _face_data(dataset)
+    if validation is not None:
+        validation = _face_data(validation, "validation")
+    task = task or getattr(data, "task", None)
+    count = len(data)
     if not count:
         raise ZooError("cannot fine-tune on an empty dataset")
-    num_classes = _class_count(dataset, task, num_classes)
+    labels = _labels(data, task)
+    num_classes = _class_count(data, task, labels, num_classes)
+    held = _in_memory(data, labels)
     started = time.perf_counter()
     model, parameters = _trainable_copy(base_model, num_classes, recipe, device)
     if recipe.caches_features:  # the frozen features once, then only the dense layers train
-        held, forward = _frozen_features(model, dataset, task, device), model.classifier
+        held, forward = _frozen_features(model, data, labels, device), model.classifier
     else:
         model = forward = model.to(memory_format=torch.channels_last)  # faster convolutions
     # one seeded generator for the batch order, dropout and augmentation: the global RNG is never used, so
     # trainings may run side by side in threads (as the demo zoo does) and stay deterministic
     order = torch.Generator().manual_seed(recipe.seed)
-    train_accuracy = _train(model, forward, parameters, _epoch_batches(held, dataset, task, recipe, order), count,
+    train_accuracy = _train(model, forward, parameters, _epoch_batches(held, data, labels, recipe, order), count,
                             recipe, order, device, progress, description)
     model = _finished(model)
+    names = data.class_names(task)
+    model.card = model.card.replace(class_names=tuple(names) if names is not None and len(names) == num_classes
+                                    else None)
     metadata = {**recipe.metadata(task, device), "train_images": count,
                 "train_accuracy_last_epoch": train_accuracy, "seconds": round(time.perf_counter() - started, 3)}
-    if validation is not None:
+    if validation is not None:  # scored by class name where the model has names (a held-out set may lack some)
         metadata["validation_accuracy"] = accuracy(model, validation, task)
         metadata["validation_images"] = len(validation)
-    names = dataset.class_names(task) if callable(getattr(dataset, "class_names", None)) else None
-    model.card = model.card.replace(class_names=tuple(names) if names is not None and len(names) == num_classes
-                                    else None, metadata=metadata)
+    model.card = model.card.replace(metadata=metadata)
     return model
 
 
@@ -239,27 +271,28 @@ def _trainable_copy(base_model: NormalizedVGG, num_classes: int, recipe: _Recipe
     return model, parameters
 
 
-def _frozen_features(model: NormalizedVGG, dataset, task: str | None,
+def _frozen_features(model: NormalizedVGG, data: FaceDataView, labels: torch.Tensor,
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The flattened output of the frozen layers for every image, in evaluation mode, and the labels (on the CPU)."""
     model.eval()
     with torch.no_grad():
-        inputs, labels = zip(*((torch.flatten(model.avgpool(model.features(model.pixel_norm(
-            to_device(images, device)))), 1).cpu(), labels) for images, labels in _ordered_batches(dataset, task, 256)))
-    return torch.cat(inputs), torch.cat(labels)
+        inputs = [torch.flatten(model.avgpool(model.features(model.pixel_norm(to_device(images, device)))), 1).cpu()
+                  for images, _ in _ordered_batches(data, labels, 256)]
+    return torch.cat(inputs), labels
 
 
-def _epoch_batches(held: tuple[torch.Tensor, torch.Tensor] | None, dataset, task: str | None, recipe: _Recipe,
-                   order: torch.Generator) -> Callable[[], Batches]:
-    """A function that gives one epoch's (inputs, labels) batches, in an order drawn from ``order``."""
-    if held is not None:
-        def epoch() -> Batches:
-            permutation = torch.randperm(len(held[1]), generator=order)
-            return ((held[0][index], held[1][index]) for index in permutation.split(recipe.batch_size))
-        return epoch
-    loader = torch.utils.data.DataLoader(_for_task(dataset, task), batch_size=recipe.batch_size, shuffle=True,
-                                         generator=order)
-    return lambda: ((images, torch.as_tensor(labels, dtype=torch.long)) for images, labels in loader)
+def _epoch_batches(held: tuple[torch.Tensor, torch.Tensor] | None, data: FaceDataView, labels: torch.Tensor,
+                   recipe: _Recipe, order: torch.Generator) -> Callable[[], Batches]:
+    """A function that gives one epoch's (inputs, labels) batches, in an order drawn from ``order``: the same draws
+    whether the images are held in memory or read from their files, so both give the same weights."""
+    def epoch() -> Batches:
+        permutation = torch.randperm(len(labels), generator=order)
+        for index in permutation.split(recipe.batch_size):
+            if held is not None:
+                yield held[0][index], held[1][index]
+            else:
+                yield data.take(index.numpy()), labels[index]
+    return epoch
 
 
 def _train(model: NormalizedVGG, forward: nn.Module, parameters: list[nn.Parameter], epoch_batches, count: int,
