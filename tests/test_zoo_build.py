@@ -10,6 +10,8 @@ import json
 import re
 import shutil
 import textwrap
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from PIL import Image
 
 from lrp_faces.cli import main
 from lrp_faces.cli.study import Study
+from lrp_faces.cli.zoo_build import read_zoo_file
 from lrp_faces.errors import LRPFacesWarning
 from lrp_faces.faces import FaceDataset, split_by_image, synthetic_faces
 from lrp_faces.models import load_model, read_checkpoint_info
@@ -449,3 +452,29 @@ def test_the_demo_faces_are_refused_as_training_data(lab, tmp_path):
         'kind = "manifest"\npath = "faces/manifest.csv"\n', 'kind = "demo"\n'))
     result = zoo_build(recipe, "--out", tmp_path / "zoo")
     assert result.exit_code == 1 and "[dataset].kind: \"demo\" is the demo zoo's faces" in result.stderr
+
+
+def test_the_suites_recipe_is_valid_once_its_files_exist(tmp_path):
+    """benchmarks/suites/zoo_build.toml, with its placeholder files created empty, reads as the 2 x 2 x 3 recipe."""
+    suite = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "zoo_build.toml"
+    document = tomllib.loads(suite.read_text())
+    for file in [base["path"] for base in document["base"].values()] + [document["dataset"]["path"]]:
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).touch()
+    shutil.copy(suite, tmp_path / "zoo_build.toml")
+    recipe, dataset = read_zoo_file(tmp_path / "zoo_build.toml")
+    assert recipe.pretrainings == ["imagenet", "vggface"] and recipe.tasks == ("gender", "identity")
+    assert len(recipe.specs()) == 12 and recipe.out == tmp_path / "zoo" and dataset.image_size == 224
+    assert recipe.settings("vggface", "identity").epochs > recipe.settings("vggface", "gender").epochs
+
+
+def test_an_output_folder_that_is_a_file_is_a_zoo_error(lab, tmp_path):
+    (tmp_path / "zoo").write_text("not a folder")
+    with pytest.raises(ZooError, match="is a file; give a folder"):
+        build_zoo(recipe_of(lab), manifest(lab), tmp_path / "zoo", progress=False)
+
+
+def test_a_finished_build_leaves_only_the_zoo_file_and_the_checkpoints(built):
+    out, _ = built
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*")) == sorted(
+        ["zoo.toml", "models"] + [f"models/{spec.name}.pt" for spec in SPECS])

@@ -8,6 +8,7 @@ The how-to "Build a zoo from base weights" in the documentation walks through a 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -179,6 +180,8 @@ def build_zoo(recipe: ZooRecipe, dataset, out: str | os.PathLike, progress: bool
         raise ZooTypeError(f"recipe must be a ZooRecipe (e.g. ZooRecipe.from_toml), got {type(recipe).__name__}")
     say = log if log is not None else _log_line
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"the output folder {str(out)!r} is a file; give a folder (it is created if needed)")
     device = _checked_device(device)
     started = time.perf_counter()
     data = as_face_data(dataset)
@@ -190,8 +193,9 @@ def build_zoo(recipe: ZooRecipe, dataset, out: str | os.PathLike, progress: bool
     data_record = {task: _data_record(data, train, test, task, classes[task], table, recipe.split)
                    for task in recipe.tasks}
     base_sha256 = {base.pretraining: sha256_of_file(base.path) for base in recipe.bases}
-    say(f"zoo build: {len(recipe.specs())} models ({len(recipe.bases)} pretrainings x {len(recipe.tasks)} tasks x "
-        f"{len(recipe.seeds)} seeds) into {out}; {len(train)} training and {len(test)} held-out images")
+    say(f"zoo build: {_count(len(recipe.specs()), 'model')} ({_count(len(recipe.bases), 'pretraining')} x "
+        f"{_count(len(recipe.tasks), 'task')} x {_count(len(recipe.seeds), 'seed')}) into {out}; {len(train)} "
+        f"training and {len(test)} held-out images")
     jobs, reused = [], 0
     for spec in recipe.specs():
         base = recipe.base(spec.pretraining)
@@ -219,6 +223,10 @@ def build_zoo(recipe: ZooRecipe, dataset, out: str | os.PathLike, progress: bool
     return Zoo.from_toml(zoo_file)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
 def _log_line(line: str) -> None:
     """The default ``log`` of :func:`build_zoo`: the logger ``lrp_faces.zoo`` at level INFO."""
     logger.info(line)
@@ -234,6 +242,9 @@ def _checked_device(device: str | torch.device | None) -> torch.device:
         raise ZooError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ZooError(f"device {str(resolved)!r} was asked for, but CUDA is not available here; use device='cpu'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ZooError(f"device {str(resolved)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                       "device(s)")
     return resolved
 
 
@@ -341,6 +352,8 @@ def _train(jobs: list[ModelJob], out: Path, device: torch.device, client: Any, t
                            "it trained (was the file changed meanwhile?); run the build again")
         say(_record_line(job.spec, read_checkpoint_info(job.checkpoint)["metadata"]))
     store.clear()
+    with contextlib.suppress(OSError):  # the folder of all steps' units, if no other step left units there
+        store.directory.parent.rmdir()
     say(str(run))
 
 
