@@ -478,3 +478,18 @@ def test_a_finished_build_leaves_only_the_zoo_file_and_the_checkpoints(built):
     out, _ = built
     assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*")) == sorted(
         ["zoo.toml", "models"] + [f"models/{spec.name}.pt" for spec in SPECS])
+
+
+def test_a_model_whose_unit_finished_but_whose_checkpoint_is_gone_is_trained_again(built, lab, tmp_path, monkeypatch):
+    out = fresh_copy(built, tmp_path)
+    lost = out / "models" / "imagenet-gender-seed0.pt"
+    lost.unlink()
+    with monkeypatch.context() as patch:  # an interrupted build: its finished units stay in out/.units
+        patch.setattr(build_module.UnitStore, "clear", lambda store: None)
+        build_zoo(recipe_of(lab), manifest(lab), out, progress=False)
+    assert (out / ".units" / "zoo_build" / "imagenet-gender-seed0.nc").is_file()
+    lost.unlink()
+    build_zoo(recipe_of(lab), manifest(lab), out, progress=False)
+    assert torch.equal(load_model(lost).classifier[-1].weight,
+                       load_model(built[0] / "models" / lost.name).classifier[-1].weight)
+    assert not (out / ".units").exists()

@@ -50,7 +50,7 @@ logger = logging.getLogger("lrp_faces.zoo")
 
 @dataclass(frozen=True)
 class ModelJob:
-    """Everything one model's training unit needs (small: the data are read from their files by the unit)."""
+    """Everything one model's training unit needs: real faces travel as their file list, read by the unit."""
 
     spec: ModelSpec
     base: BaseWeights
@@ -156,7 +156,7 @@ def build_zoo(recipe: ZooRecipe, dataset, out: str | os.PathLike, progress: bool
     device : str or torch.device, optional
         Where the models train (default ``"cpu"``); a CUDA device makes every model a GPU unit.
     client : dask.distributed.Client, optional
-        Train the models on this cluster (see :func:`lrp_faces.compute.cluster_client`); None trains them here.
+        Train the models on this cluster (e.g. from ``lrp_faces.compute.cluster_client``); None trains them here.
     threads : int, optional
         Torch threads per model (None: this process's setting in-process, each worker's own on a cluster).
     log : callable, optional
@@ -171,8 +171,8 @@ def build_zoo(recipe: ZooRecipe, dataset, out: str | os.PathLike, progress: bool
     Raises
     ------
     ZooError
-        A task the data set has no labels for, base weights that cannot be read in their format, or a device that
-        this machine does not have.
+        A task the data set has no labels for, base weights that cannot be read in their format, a device that this
+        machine does not have, or an output folder that is a file.
     DatasetError
         A data set that cannot be split (an identity with fewer than 2 images, unknown identities).
     """
@@ -340,21 +340,22 @@ def _train(jobs: list[ModelJob], out: Path, device: torch.device, client: Any, t
     units = [Unit(job.spec.name, train_model, (job,), gpu=device.type == "cuda") for job in jobs]
     store = UnitStore(out / ".units", STEP, {"format": BUILD_FORMAT,
                                             "models": {job.spec.name: job.recipe_sha256 for job in jobs}})
-    run = run_units(units, store, client=client, threads=threads, progress=progress)
+    for key in store.finished([unit.key for unit in units]):  # a result without its checkpoint is not finished
+        store.path(key).unlink(missing_ok=True)
+    run_units(units, store, client=client, threads=threads, progress=progress)
     for job in jobs:
         try:
-            recorded = read_checkpoint_info(job.checkpoint)["metadata"].get("recipe_sha256")
+            metadata = read_checkpoint_info(job.checkpoint)["metadata"]
         except WeightsError:
-            recorded = None
-        if recorded != job.recipe_sha256:
+            metadata = {}
+        if metadata.get("recipe_sha256") != job.recipe_sha256:
             store.clear()
             raise ZooError(f"{job.spec.name}: its unit finished, but {str(job.checkpoint)!r} does not hold the model "
                            "it trained (was the file changed meanwhile?); run the build again")
-        say(_record_line(job.spec, read_checkpoint_info(job.checkpoint)["metadata"]))
+        say(_record_line(job.spec, metadata))
     store.clear()
     with contextlib.suppress(OSError):  # the folder of all steps' units, if no other step left units there
         store.directory.parent.rmdir()
-    say(str(run))
 
 
 def _record_line(spec: ModelSpec, metadata: Mapping[str, Any]) -> str:
