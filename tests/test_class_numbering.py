@@ -17,7 +17,8 @@ from lrp_faces import analysis, cube, masking
 from lrp_faces.analysis import AnalysisError, RSAError
 from lrp_faces.cli import main
 from lrp_faces.cli.runner import load_dataset
-from lrp_faces.cli.study import HeldOutSplit, Study, StudyError
+from lrp_faces.cli.study import Study, StudyError
+from lrp_faces.zoo import HeldOutSplit
 from lrp_faces.cube import CubeInputError
 from lrp_faces.faces import ClassMismatchError, FaceDataset, class_mapping, split_by_image, synthetic_faces
 from lrp_faces.masking import MaskingError
@@ -236,7 +237,7 @@ def test_lrp_faces_run_checks_every_checkpoints_head_before_any_work(lab, tmp_pa
 def test_a_study_explains_the_test_part_of_a_held_out_split(lab):
     split = 'split = {by = "image", test_fraction = 0.34, seed = 1}'
     settings = Study.from_toml(study(lab, "train.csv", split, name="split.toml"))
-    assert settings.dataset.split == HeldOutSplit("image", 0.34, 1)
+    assert settings.dataset.split == HeldOutSplit(test_fraction=0.34, seed=1)
     data = load_dataset(settings, progress=False)
     expected = split_by_image(FaceDataset.from_manifest(lab / "train.csv", image_size=SIZE), 0.34, 1)[1]
     assert data.image_ids == expected.image_ids and len(data) == 3
@@ -249,7 +250,7 @@ def test_a_study_explains_the_test_part_of_a_held_out_split(lab):
 
 @pytest.mark.parametrize("split, message", [
     ('{by = "identity"}', r"\[dataset.split\].by: expected one of \['image'\], got 'identity'"),
-    ('{test_fraction = 0.2}', r"\[dataset.split\]: missing key 'by'"),
+    ('{test_fraction = 0.2, seed = 1.5}', r"\[dataset.split\].seed: expected int"),
     ('{by = "image", test_fraction = 1.0}', r"\[dataset.split\].test_fraction: expected a float in \(0, 1\)"),
     ('{by = "image", test_fraction = "a fifth"}', r"\[dataset.split\].test_fraction: expected float"),
     ('{by = "image", seed = -1}', r"\[dataset.split\].seed: expected int >= 0"),

@@ -14,7 +14,7 @@ import lrp_faces.zoo.specs as specs_module
 from lrp_faces.devices import DeviceError
 from lrp_faces import vgg16
 from lrp_faces.faces import synthetic_faces
-from lrp_faces.models import WeightsError, load_model, save_model
+from lrp_faces.models import load_model, save_model
 from lrp_faces.zoo import (DemoSettings, ModelSpec, UnknownModelError, Zoo, ZooEntry, ZooError, ZooTypeError, accuracy,
                            demo_study_data, demo_zoo, finetune)
 

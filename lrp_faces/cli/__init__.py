@@ -343,4 +343,7 @@ def methods():
         click.echo(name)
 
 
+from .zoo_build import register as _register_zoo  # noqa: E402 - `lrp-faces zoo build`, defined in its own module
+_register_zoo(main, _common_options)
+
 __all__ = ["main"]

@@ -64,9 +64,9 @@ from .. import masking
 from ..compute import UNITS_DIR
 from ..errors import LRPFacesError
 from ..files import versions, write_text_atomic
-from ..faces import FaceDataset, FaceDataView, as_face_data, split_by_image, synthetic_faces
-from ..zoo import ModelSpec, default_cache_dir, demo_study_data, scored_labels
-from .study import STEP_ATTR, HeldOutSplit, Study, StudyError, result_attrs, write_result
+from ..faces import FaceDataset, FaceDataView, as_face_data, synthetic_faces
+from ..zoo import HeldOutSplit, ModelSpec, default_cache_dir, demo_study_data, scored_labels
+from .study import STEP_ATTR, Study, StudyError, result_attrs, write_result
 
 __all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spaced"]
 
@@ -113,7 +113,7 @@ def load_dataset(study: Study, progress: bool = True) -> FaceDataView:
         else:
             source = FaceDataset.from_folders(settings.path, **common)
     if isinstance(settings.split, HeldOutSplit):
-        source = split_by_image(source, settings.split.test_fraction, settings.split.seed)[1]
+        source = settings.split.apply(source)[1]
     if settings.max_images is not None:
         source = source.subset(evenly_spaced(len(source), settings.max_images))
     return as_face_data(source, label_names=settings.labels).in_memory(progress=progress)

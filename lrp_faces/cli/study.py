@@ -26,22 +26,19 @@ from .. import methods as method_registry
 from ..faces import DATASET_KINDS, DATASET_SETTINGS
 from ..faces.datasets import CELEBA_DISJOINT, CELEBA_PARTITIONS
 from ..masking import PRECISIONS, MaskingConfig, MaskingError, MaskingTypeError
-from ..zoo import DemoSettings, ModelSpec, Zoo, ZooError, demo_zoo
+from ..zoo import DemoSettings, HeldOutSplit, ModelSpec, Zoo, ZooError, demo_zoo
 from ..toml_tables import TomlTable, read_toml
 from .compute import ComputeSettings
 from ._toml import StudyError, study_table, built, check_params
 from ..netcdf import plain as _plain
 from .results import STEP_ATTR, read_result, result_attrs, write_result
 
-__all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "HeldOutSplit", "AttributionSettings",
+__all__ = ["Study", "StudyError", "ZooSettings", "DatasetSettings", "AttributionSettings",
            "MaskingSettings", "AnalysisSettings", "ANALYSES", "DATASET_KINDS", "DATASET_SETTINGS", "DEMO_ZOOS",
            "write_result", "read_result", "result_attrs", "STEP_ATTR"]
 
 ANALYSES = ("similarity", "regions", "methods", "rsa")
 """The analyses of a study, in the order they run; each writes ``<name>.nc``."""
-SPLIT_BY = ("image",)
-"""How ``[dataset].split`` holds images out: by image, every identity in both parts
-(:func:`lrp_faces.faces.split_by_image`)."""
 SPLIT_TABLE = 'a table {by = "image", test_fraction = 0.2, seed = 0}'
 DEMO_ZOOS = {"default": DemoSettings, "quick": DemoSettings.quick}
 LABELS = ("identity", "gender")
@@ -137,37 +134,6 @@ class ZooSettings:
         return cls(models=models)
 
 
-@dataclass(frozen=True)
-class HeldOutSplit:
-    """``[dataset].split = {by = "image", test_fraction = 0.2, seed = 0}``: the study explains the test part of a
-    held-out split (:func:`lrp_faces.faces.split_by_image`), which keeps every identity in both parts.
-
-    Parameters
-    ----------
-    by : {"image"}
-        Images are held out per identity: of each identity's images, ``test_fraction`` (at least one) are in the
-        test part.
-    test_fraction : float
-        In (0, 1); default 0.2.
-    seed : int
-        Draws which images are held out (the same on every machine); default 0.
-    """
-
-    by: str = "image"
-    test_fraction: float = 0.2
-    seed: int = 0
-
-    @classmethod
-    def from_table(cls, table: TomlTable) -> "HeldOutSplit":
-        by = table.get("by", str, choices=SPLIT_BY)
-        fraction = table.get("test_fraction", float, 0.2)
-        if not 0.0 < fraction < 1.0:
-            raise StudyError(f"{table.key('test_fraction')}: expected a float in (0, 1), got {fraction!r}")
-        seed = table.get("seed", int, 0, low=0)
-        table.finish()
-        return cls(by, fraction, seed)
-
-
 def _read_split(table: TomlTable, kind: str) -> str | HeldOutSplit | None:
     """``[dataset].split``: a held-out split (a table, any kind but the demo), or one of CelebA's partitions."""
     value = table.data.get("split")
@@ -192,10 +158,11 @@ class DatasetSettings:
     optional ``image_root``), ``celeba`` (``path`` to the CelebA root) or ``folders`` (``path`` to one folder per
     identity); :data:`DATASET_SETTINGS` lists the keys of each kind. ``image_size`` defaults to the zoo's;
     ``split = {by = "image", test_fraction = 0.2, seed = 0}`` explains the test part of a held-out split
-    (:class:`HeldOutSplit`; for CelebA, ``split`` may instead name an official partition, ``"train"``, ``"valid"``
-    or ``"test"``, whose identities are disjoint: identity labels are refused on ``"valid"`` and ``"test"``);
-    ``max_images`` keeps that many images, evenly spaced; ``[dataset.labels]`` maps a model task to the label it is
-    scored on (``identity`` or ``gender``; default: the task's own name).
+    (:class:`lrp_faces.zoo.HeldOutSplit`, the split a zoo build holds out; for CelebA, ``split`` may instead name an
+    official partition, ``"train"``, ``"valid"`` or ``"test"``, whose identities are disjoint: identity labels are
+    refused on ``"valid"`` and ``"test"``); ``max_images`` keeps that many images, evenly spaced;
+    ``[dataset.labels]`` maps a model task to the label it is scored on (``identity`` or ``gender``; default: the
+    task's own name).
     """
 
     kind: str = "demo"
