@@ -66,9 +66,9 @@ from ..errors import LRPFacesError
 from ..files import versions, write_text_atomic
 from ..faces import FaceDataset, FaceDataView, as_face_data, synthetic_faces
 from ..zoo import HeldOutSplit, ModelSpec, default_cache_dir, demo_study_data, scored_labels
-from .study import STEP_ATTR, Study, StudyError, result_attrs, write_result
+from .study import STEP_ATTR, DatasetSettings, Study, StudyError, result_attrs, write_result
 
-__all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "evenly_spaced"]
+__all__ = ["StudyRun", "RESULT_FILES", "StepError", "load_dataset", "read_faces", "evenly_spaced"]
 
 RESULT_FILES = {"masking": "masking.nc", "masking_lerf": "masking_lerf.nc", "similarity": "similarity.nc",
                 "regions": "regions.nc", "methods": "methods.nc", "rsa": "rsa.nc"}
@@ -87,6 +87,24 @@ def evenly_spaced(count: int, keep: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, count - 1, keep)).astype(np.int64))
 
 
+def read_faces(settings: DatasetSettings, size: int, label: str = "identity"):
+    """The faces of a ``[dataset]`` table of any kind but the demo, before any split or ``max_images``.
+
+    Synthetic faces are generated; real ones are a :class:`lrp_faces.faces.FaceDataset` over their files, at
+    ``size`` pixels, whose default task is ``label`` (for CelebA, of the partition ``split`` names, if it does).
+    """
+    if settings.kind == "synthetic":
+        return synthetic_faces(settings.identities, settings.images_per_identity, size=size, seed=settings.seed,
+                               nuisance=settings.nuisance)
+    common = {"task": label, "image_size": size, "on_error": settings.on_error, "check": settings.check}
+    if settings.kind == "manifest":
+        return FaceDataset.from_manifest(settings.path, settings.image_root, **common)
+    if settings.kind == "celeba":
+        partition = settings.split if isinstance(settings.split, str) else None
+        return FaceDataset.from_celeba(settings.path, split=partition, **common)
+    return FaceDataset.from_folders(settings.path, **common)
+
+
 def load_dataset(study: Study, progress: bool = True) -> FaceDataView:
     """The study's images and labels, held in memory, as face data (:func:`lrp_faces.faces.as_face_data`).
 
@@ -98,20 +116,9 @@ def load_dataset(study: Study, progress: bool = True) -> FaceDataView:
     tasks = sorted({spec.task for spec in study.zoo.models}) if study.zoo.models is not None else []
     if settings.kind == "demo":
         source = demo_study_data(study.zoo.demo_settings)[1]
-    elif settings.kind == "synthetic":
-        source = synthetic_faces(settings.identities, settings.images_per_identity, size=size, seed=settings.seed,
-                                 nuisance=settings.nuisance)
     else:
         label = settings.labels.get(tasks[0], tasks[0]) if tasks else "identity"
-        label = label if label in ("identity", "gender") else "identity"
-        common = {"task": label, "image_size": size, "on_error": settings.on_error, "check": settings.check}
-        if settings.kind == "manifest":
-            source = FaceDataset.from_manifest(settings.path, settings.image_root, **common)
-        elif settings.kind == "celeba":
-            partition = settings.split if isinstance(settings.split, str) else None
-            source = FaceDataset.from_celeba(settings.path, split=partition, **common)
-        else:
-            source = FaceDataset.from_folders(settings.path, **common)
+        source = read_faces(settings, size, label if label in ("identity", "gender") else "identity")
     if isinstance(settings.split, HeldOutSplit):
         source = settings.split.apply(source)[1]
     if settings.max_images is not None:

@@ -68,21 +68,10 @@ def load_faces(settings):
 
     Real faces are read with the identity labels (the held-out split needs them), at ``image_size`` (default 224).
     """
-    from ..faces import FaceDataset, as_face_data, synthetic_faces
-    from .runner import evenly_spaced
+    from ..faces import as_face_data
+    from .runner import evenly_spaced, read_faces
 
-    size = settings.image_size or 224
-    if settings.kind == "synthetic":
-        source = synthetic_faces(settings.identities, settings.images_per_identity, size=size, seed=settings.seed,
-                                 nuisance=settings.nuisance)
-    else:
-        common = {"task": "identity", "image_size": size, "on_error": settings.on_error, "check": settings.check}
-        if settings.kind == "manifest":
-            source = FaceDataset.from_manifest(settings.path, settings.image_root, **common)
-        elif settings.kind == "celeba":
-            source = FaceDataset.from_celeba(settings.path, split=settings.split, **common)
-        else:
-            source = FaceDataset.from_folders(settings.path, **common)
+    source = read_faces(settings, settings.image_size or 224, "identity")
     if settings.max_images is not None:
         source = source.subset(evenly_spaced(len(source), settings.max_images))
     return as_face_data(source, label_names=dict(settings.labels))
