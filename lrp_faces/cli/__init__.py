@@ -285,6 +285,29 @@ def info(path: Path):
     from .info import describe
     for line in describe(path):
         click.echo(line)
+    if path.suffix == ".toml":
+        click.echo(f"Cost per step (passes, estimated time, disk): lrp-faces plan {path}")
+
+
+@main.command()
+@_STUDY
+@click.option("--no-calibrate", is_flag=True, help="Counts and sizes only: load no model and time nothing.")
+@click.option("--device", default=None, help="Where the study will run: cpu (default), cuda, cuda:N or auto.")
+@_THREADS
+@_common_options
+def plan(study_file: Path, no_calibrate: bool, device: str | None, threads: int | None):
+    """Print a study's cost per step: passes, estimated time, disk.
+
+    Counts the forward and LRP passes of every step from the study's settings, times one forward and one LRP batch
+    of each architecture of the zoo on this machine (--no-calibrate skips it) and bounds the size of the results.
+    """
+    from .plan import plan_lines, study_plan
+    from .study import Study
+    study = Study.from_toml(study_file)
+    with _torch_threads(_threads_for(study, threads)):
+        cost = study_plan(study, calibrate=not no_calibrate, device=device)
+    for line in plan_lines(cost):
+        click.echo(line)
 
 
 @main.command()
