@@ -3,9 +3,9 @@ import contextlib
 import re
 import shutil
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -340,6 +340,16 @@ def test_a_calibrated_plan_times_one_model_per_architecture(study_file, monkeypa
     assert plan.calibration.seconds > 0 and all(step.seconds > 0 for step in plan.steps if step.passes.forward)
 
 
+def test_estimated_seconds_take_lrp_passes_at_the_lrp_rate_and_the_other_forward_passes_at_the_forward_rate():
+    from lrp_faces.cli.plan import Calibration, ModelTiming, Passes
+    small, large = ModelSpec("faces", "gender", 0), ModelSpec("faces", "identity", 0)
+    timings = {small: ModelTiming("small", 0.5, 2.0, 4, 4), large: ModelTiming("large", 1.0, 3.0, 4, 4)}
+    calibration = Calibration("cpu", 1, timings, road={"masking": 0.25})
+    passes = {small: Passes(forward=10, gradient=4, road=8), large: Passes(forward=3, gradient=0)}
+    assert calibration.step_seconds("masking", passes) == (6 * 0.5 + 4 * 2.0 + 8 * 0.25) + 3 * 1.0
+    assert calibration.step_seconds("methods", passes) == (6 * 0.5 + 4 * 2.0) + 3 * 1.0
+
+
 def test_a_bad_study_file_is_one_line_error(tmp_path):
     (tmp_path / "broken.toml").write_text("[zoo]\nimage_size = 'large'\n")
     result = invoke("plan", tmp_path / "broken.toml")
@@ -353,11 +363,13 @@ def test_info_on_a_study_file_points_to_plan(study_file):
 
 
 # ---------------------------------------------------------------------------------------------- the starter study
-def suite_with_small_files(name: str, folder: Path, models: int | None = None, images: int = 4) -> Study:
-    """A suite with its zoo cut to its first ``models`` models (None: all) and its data to a manifest of ``images``
-    faces, every placeholder file created (without calibration the plan reads no weights and no pixels)."""
+def suite_with_small_files(name: str, folder: Path, models: Sequence[str] | None = None, images: int = 4) -> Study:
+    """A suite with its zoo and method comparison cut to ``models`` (ids; None: as declared) and its data to a manifest
+    of ``images`` faces, every placeholder file created (without calibration the plan reads no weights and no
+    pixels)."""
     document = tomllib.loads((SUITES / name).read_text())
-    document["zoo"]["models"] = document["zoo"]["models"][:models]
+    document["zoo"]["models"] = [model for model in document["zoo"]["models"] if models is None
+                                 or f"{model['pretraining']}/{model['task']}/{model['seed']}" in models]
     for model in document["zoo"]["models"]:
         (folder / model["path"]).parent.mkdir(parents=True, exist_ok=True)
         (folder / model["path"]).touch()
@@ -369,9 +381,8 @@ def suite_with_small_files(name: str, folder: Path, models: int | None = None, i
     (folder / "faces.csv").write_text("\n".join(lines) + "\n")
     document["dataset"] = {"kind": "manifest", "path": "faces.csv", "check": "exists",
                            "max_images": document["dataset"]["max_images"]}
-    ids = {f"{m['pretraining']}/{m['task']}/{m['seed']}" for m in document["zoo"]["models"]}
-    methods = document["analysis"]["methods"]
-    methods["models"] = [model for model in methods["models"] if model in ids] or sorted(ids)
+    if models is not None:  # the method comparison on the same models
+        document["analysis"]["methods"]["models"] = list(models)
     (folder / document["analysis"]["rsa"]["human_rdm"]).parent.mkdir(parents=True, exist_ok=True)
     (folder / document["analysis"]["rsa"]["human_rdm"]).touch()
     return Study.from_dict(document, base=folder, name=name)
@@ -392,9 +403,12 @@ def test_the_starter_suite_is_a_valid_study_once_its_files_exist(tmp_path):
     assert study.masking.n_bootstrap < 1000 and study.masking.n_permutations < 1000
 
 
+TWO_MODELS = ("imagenet/gender/0", "imagenet/identity/0")
+
+
 def test_the_starter_study_costs_less_than_the_paper_study_on_the_same_models_and_images(tmp_path):
-    paper = study_plan(suite_with_small_files("paper.toml", tmp_path / "paper", models=2), calibrate=False)
-    starter = study_plan(suite_with_small_files("starter.toml", tmp_path / "starter", models=2), calibrate=False)
+    paper = study_plan(suite_with_small_files("paper.toml", tmp_path / "paper", TWO_MODELS), calibrate=False)
+    starter = study_plan(suite_with_small_files("starter.toml", tmp_path / "starter", TWO_MODELS), calibrate=False)
     assert (paper.models, paper.images) == (starter.models, starter.images) == (2, 4)
     for step in ("masking", "masking_lerf", "methods"):
         assert starter.step(step).passes.forward < paper.step(step).passes.forward, step
