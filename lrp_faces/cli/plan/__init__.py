@@ -338,7 +338,8 @@ def plan_lines(plan: StudyPlan) -> list[str]:
              f"on {plan.device}"]
     calibration = plan.calibration
     if calibration is not None:
-        threads = f", {calibration.threads} torch threads" if calibration.device == "cpu" else ""
+        count = calibration.threads
+        threads = f", {count} torch thread{'s' if count != 1 else ''}" if calibration.device == "cpu" else ""
         lines.append(f"Calibration on {calibration.device}{threads}: one forward and one LRP batch per "
                      f"architecture, {format_duration(calibration.seconds)}")
         shown = {}

@@ -114,8 +114,9 @@ def _timed(run: Callable[[], Any], device: torch.device) -> float:
 
 def _time_model(model: torch.nn.Module, method: Method, contrastive: bool, image_size: int, forward_rows: int,
                 gradient_rows: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per image of one forward batch of ``forward_rows`` and one LRP batch of ``gradient_rows``, each after
-    a one-image warm-up (the first call allocates)."""
+    """Seconds per image of one forward batch of ``forward_rows`` (after one untimed batch of the same shape: the
+    first pass of a shape allocates and picks its kernels) and of one LRP batch of ``gradient_rows`` (after a
+    one-image warm-up)."""
     model.to(device)
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(0)
@@ -124,7 +125,7 @@ def _time_model(model: torch.nn.Module, method: Method, contrastive: bool, image
     target = torch.zeros(len(images), dtype=torch.long, device=device)
     with evaluation_mode(model):
         with torch.inference_mode():
-            model(images[:1])
+            model(images[:forward_rows])
             forward = _timed(lambda: model(images[:forward_rows]), device) / forward_rows
         method.explain(model, images[:1], target[:1], contrastive)
         gradient = _timed(lambda: method.explain(model, images[:gradient_rows], target[:gradient_rows], contrastive),
