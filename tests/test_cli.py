@@ -137,7 +137,7 @@ def test_help_lists_every_subcommand_with_a_one_line_purpose():
     result = invoke("--help")
     assert result.exit_code == 0
     listed = dict(re.findall(r"^  (\w+)\s{2,}(.+)$", result.output.split("Commands:")[1], flags=re.M))
-    assert set(listed) == {"demo", "run", "attribute", "mask", "analyze", "report", "info", "methods", "zoo"}
+    assert set(listed) == {"demo", "run", "attribute", "mask", "analyze", "report", "info", "methods", "zoo", "plan"}
     for name, purpose in listed.items():
         assert purpose.endswith(".") and not purpose.endswith("..."), (name, purpose)
 

@@ -332,6 +332,34 @@ def info(path: Path):
     from .info import describe
     for line in describe(path):
         click.echo(line)
+    if path.suffix == ".toml":
+        click.echo(f"Cost per step (passes, estimated time, disk): lrp-faces plan {path}")
+
+
+@main.command()
+@_STUDY
+@click.option("--no-calibrate", is_flag=True, help="Counts and sizes only: load no model and time nothing.")
+@click.option("--device", default=None, metavar="DEVICE",
+              help="Where the study will run: cpu | cuda | cuda:N | auto; default: [compute].device, else auto.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads of the calibration; default: as the study's run would use.")
+@_common_options
+def plan(study_file: Path, no_calibrate: bool, device: str | None, threads: int | None):
+    """Print a study's cost per step: passes, estimated time, disk.
+
+    Counts the forward and LRP passes of every step from the study's settings, times one forward and one LRP batch
+    of each architecture of the zoo on this machine (--no-calibrate skips it) and bounds the size of the results.
+    """
+    import dataclasses
+
+    from .plan import plan_lines, study_plan
+    from .study import Study
+    study = Study.from_toml(study_file)
+    study = dataclasses.replace(study, compute=study.compute.with_options(device, None, threads))
+    with _torch_threads(study.threads):
+        cost = study_plan(study, calibrate=not no_calibrate, device=study.compute.resolved_device())
+    for line in plan_lines(cost):
+        click.echo(line)
 
 
 @main.command()

@@ -199,10 +199,8 @@ class StudyRun:
 
     @property
     def threads(self) -> int | None:
-        """Torch threads per unit: ``[compute].threads`` or --threads, else 1 for the demo zoo (whose small models run
-        fastest single-threaded), else torch's own setting (in-process) or the worker's (on a cluster)."""
-        threads = self.study.compute.threads
-        return threads if threads is not None else (1 if self.study.zoo.demo is not None else None)
+        """Torch threads per unit (:attr:`Study.threads`, with --threads in ``[compute]``)."""
+        return self.study.threads
 
     # -------------------------------------------------------------------------------------------- inputs
     @cached_property

@@ -494,6 +494,14 @@ class Study:
         """Side of the images, in pixels: the dataset's, else the zoo's, else 224."""
         return self.dataset.image_size or self.zoo.image_size or 224
 
+    @property
+    def threads(self) -> int | None:
+        """Torch threads per unit: ``[compute].threads``, else 1 for the demo zoo (whose small models run fastest
+        single-threaded), else None: torch's own setting (in-process) or the worker's (on a cluster)."""
+        if self.compute.threads is not None:
+            return self.compute.threads
+        return 1 if self.zoo.demo is not None else None
+
     def to_dict(self) -> dict:
         """The resolved settings, as plain JSON-able data."""
         return {"name": self.name, "source": None if self.source is None else str(self.source),
