@@ -103,7 +103,7 @@ def _card(name: str, rows: list, blocks: list) -> str:
 
 
 def dataset_settings(dataset: dict) -> dict:
-    """The settings of a study's ``[dataset]`` that apply to its ``kind`` (:data:`KIND_SETTINGS`); all of them when
+    """The settings of a study's ``[dataset]`` that apply to its ``kind`` (``KIND_SETTINGS``); all of them when
     the kind is not given."""
     kind = dataset.get("kind")
     if kind is None:
