@@ -106,7 +106,8 @@ _doctest_directory.cleanup()
 """
 trim_doctest_flags = True
 # Test the examples of these pages (doctest and testcode directives) and the ``>>>`` examples of the docstrings that
-# autodoc pulls in (module docstrings and every function's Examples section), each page in its own namespace.
+# autodoc pulls in (module docstrings and every Examples section): docs/_ext/lrp_faces_docs.py turns those into
+# doctest directives that run in the namespace of their module, as doctest.testmod runs them.
 doctest_test_doctest_blocks = "default"
 
 # -- tutorials (sphinx-gallery) ---------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
   in the ``__all__`` of a public module that has no entry in the API reference, and every top-level name the
   top-level page does not list, so that the reference cannot fall behind the code.
 * ``.. click-help:: package.module:command``: the ``--help`` text of a click command and of all its subcommands.
+* ``autodoc-process-docstring``: a docstring's ``>>>`` examples run, in the doctest build, in the namespace of the
+  module that defines them.
 """
 from __future__ import annotations
 
@@ -249,6 +251,41 @@ def check_top_level(app, env):
                        location="api/lrp_faces")
 
 
+def docstring_doctests(app, what, name, obj, options, lines):
+    """Run a docstring's ``>>>`` examples in the namespace of the module that defines it, as ``doctest.testmod`` does.
+
+    The doctest builder runs the examples of a page in one namespace that holds only ``doctest_global_setup``, but
+    a docstring's examples may use the names of their own module. Each block of examples becomes a ``doctest``
+    directive of a group named after that module, which a hidden ``testsetup`` fills with the module's globals.
+    The HTML is the same.
+    """
+    if not name.startswith("lrp_faces") or not any(line.lstrip().startswith(">>>") for line in lines):
+        return
+    module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+    module_name = getattr(module, "__name__", "")
+    if not module_name.startswith("lrp_faces"):
+        module_name = name.rsplit(".", 1)[0] if what != "module" else name
+    group = f"docstring:{module_name}"
+    converted = [f".. testsetup:: {group}", "", "   import importlib as _importlib",
+                 f"   globals().update({{_key: _value for _key, _value in "
+                 f"vars(_importlib.import_module({module_name!r})).items() if not _key.startswith('__')}})", ""]
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.lstrip()
+        starts_block = stripped.startswith(">>>") and (index == 0 or not lines[index - 1].strip())
+        if not starts_block:
+            converted.append(line)
+            index += 1
+            continue
+        indent = line[:len(line) - len(stripped)]
+        converted += [f"{indent}.. doctest:: {group}", ""]
+        while index < len(lines) and lines[index].strip():
+            converted.append("   " + lines[index])
+            index += 1
+    lines[:] = converted
+
+
 class ClickHelp(Directive):
     """``.. click-help:: lrp_faces.cli:main`` renders the help of a command and of every subcommand."""
 
@@ -296,6 +333,7 @@ def setup(app):
     app.connect("missing-reference", resolve_alias)
     app.connect("autodoc-process-bases", public_bases)
     app.connect("autodoc-process-docstring", reexported_data_docs)
+    app.connect("autodoc-process-docstring", docstring_doctests, priority=900)  # after numpydoc
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("env-check-consistency", check_top_level)
     app.add_directive("click-help", ClickHelp)
