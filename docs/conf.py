@@ -127,6 +127,8 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "reset_modules": ("matplotlib",),
     "capture_repr": ("__repr__",),
+    "ignore_repr_types": r"matplotlib\.figure\.Figure",  # drawn by the scrapers instead
+    "image_scrapers": ("matplotlib", "tutorial_figures.lrp_faces_figures"),  # docs/_ext: figures of lrp_faces.plots
 }
 
 # -- figures drawn at build time (matplotlib's plot directive) ------------------------------------------------------

@@ -17,7 +17,6 @@ with the maps of the others to measure how far a map generalises, the index G of
 # :class:`~lrp_faces.zoo.ModelSpec` (pretraining, task, seed) to a model; a real study reads one from a TOML file.
 import tempfile
 
-import matplotlib.pyplot as plt
 import torch
 
 from lrp_faces import cube, masking, plots
@@ -55,7 +54,7 @@ by_order = {order: masking.curves(zoo[spec], faces.images, faces.labels("identit
             for order in ("morf", "lerf", "random")}
 for order, result in by_order.items():
     print(f"{order:>6}: accuracy {[round(float(value), 2) for value in result.accuracy.values]}")
-plots.masking_curves(by_order)
+figure = plots.masking_curves(by_order)
 
 # %%
 # The AOPC (area over the perturbation curve) is the drop of the explained output, averaged over the fractions:
@@ -82,7 +81,7 @@ result = masking.generalization(maps, zoo, faces, fractions=fractions, n_bootstr
 index = result.generalization_index.stack(source=["source_pretraining", "source_task", "source_seed"],
                                           target=["target_pretraining", "target_task", "target_seed"])
 print(index.round(2).to_pandas())
-plots.generalization_heatmap(result)
+figure = plots.generalization_heatmap(result)
 
 # %%
 # The summary averages G over the pairs of each relation: another task, another pretraining, or both (the quick zoo
@@ -93,7 +92,7 @@ for relation, value, low, high in zip(result.relation.values, summary.values,
                                       result.summary_generalization_index_ci_high.values):
     if relation != "same_model" and value == value:  # NaN where no pair has the relation
         print(f"{relation:>26}: G = {value:.2f} [{low:.2f}, {high:.2f}]")
-plt.show()
+figure = plots.generalization_by_relation(result)
 
 # %%
 # With four small models and 40 synthetic faces these are toy numbers. ``lrp-faces demo`` runs the same benchmark
