@@ -19,8 +19,33 @@ __all__ = ["LRPFacesError", "LRPFacesWarning"]
 
 
 class LRPFacesError(Exception):
-    """Base of every lrp_faces error: input, settings or files that the user can fix; the message says how."""
+    """Base of every lrp_faces error: input, settings or files that the user can fix; the message says how.
+
+    Examples
+    --------
+    >>> from lrp_faces.cube import CubeInputError
+    >>> from lrp_faces.zoo import UnknownModelError
+    >>> [issubclass(error, LRPFacesError) for error in (CubeInputError, UnknownModelError)]
+    [True, True]
+    >>> issubclass(CubeInputError, ValueError)  # the builtin parent stays
+    True
+    """
 
 
 class LRPFacesWarning(UserWarning):
-    """Base of lrp_faces warnings: results that are computed but deserve a second look."""
+    """Base of lrp_faces warnings: results that are computed but deserve a second look.
+
+    Examples
+    --------
+    Turn every lrp_faces warning into an error, e.g. in a pipeline that must stop at the first doubtful result:
+
+    >>> import warnings
+    >>> from lrp_faces.cube import CubeWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", LRPFacesWarning)
+    ...     try:
+    ...         warnings.warn("a damaged block was recomputed", CubeWarning)
+    ...     except LRPFacesWarning as warning:
+    ...         print(type(warning).__name__, warning)
+    CubeWarning a damaged block was recomputed
+    """

@@ -40,7 +40,13 @@ VERSIONED_PACKAGES = {"lrp_faces": "lrp-faces", "torch": "torch", "torchvision":
 
 
 def sync_directory(directory: str | os.PathLike) -> None:
-    """Make renames in ``directory`` durable (POSIX); a no-op where directories cannot be synced."""
+    """Make renames in ``directory`` durable (POSIX); a no-op where directories cannot be synced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sync_directory(tempfile.mkdtemp())  # returns nothing; afterwards the directory's entries are on disk
+    """
     with contextlib.suppress(OSError):
         descriptor = os.open(directory, os.O_RDONLY)
         try:
@@ -76,6 +82,26 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     ------
     pathlib.Path
         Where to write; the file exists (empty) when the block starts.
+
+    Examples
+    --------
+    Write with any library that takes a path; the destination changes only when the block completes:
+
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "values.npy"
+    >>> with atomic_path(target) as temporary:
+    ...     np.save(temporary.open("wb"), np.arange(3))
+    >>> np.load(target).tolist()
+    [0, 1, 2]
+    >>> try:
+    ...     with atomic_path(target) as temporary:
+    ...         _ = temporary.write_text("half-written")
+    ...         raise RuntimeError("interrupted")
+    ... except RuntimeError:
+    ...     pass
+    >>> np.load(target).tolist(), temporary.exists()  # the old content, and no temporary file left
+    ([0, 1, 2], False)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +123,15 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
 
 
 def write_bytes_atomic(path: str | os.PathLike, content: bytes) -> Path:
-    """Write ``content`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    """Write ``content`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = write_bytes_atomic(pathlib.Path(tempfile.mkdtemp()) / "data.bin", bytes([0, 255]))
+    >>> list(path.read_bytes())
+    [0, 255]
+    """
     path = Path(path)
     with atomic_path(path) as temporary:
         temporary.write_bytes(content)
@@ -105,7 +139,14 @@ def write_bytes_atomic(path: str | os.PathLike, content: bytes) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> write_text_atomic(pathlib.Path(tempfile.mkdtemp()) / "notes" / "a.txt", "é").read_text(encoding="utf-8")
+    'é'
+    """
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
@@ -113,17 +154,42 @@ def temporary_files(directory: str | os.PathLike, name: str = "*") -> list[Path]
     """Temporary files that :func:`atomic_path` left in ``directory`` for destinations matching ``name``.
 
     Only a killed process leaves them; remove them only while no other process can be writing there.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".result.nc.x1y2.tmp").write_bytes(b"")  # as a killed writer of result.nc leaves it
+    >>> [path.name for path in temporary_files(folder, "result.nc")]
+    ['.result.nc.x1y2.tmp']
     """
     return sorted(Path(directory).glob(f"{TEMPORARY_PREFIX}{name}.*{TEMPORARY_SUFFIX}"))
 
 
 def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces, so that equal settings give equal strings (and digests)."""
+    """JSON with sorted keys and no spaces, so that equal settings give equal strings (and digests).
+
+    Examples
+    --------
+    >>> canonical_json({"b": [1, 2], "a": 0.5}) == canonical_json({"a": 0.5, "b": [1, 2]})
+    True
+    >>> canonical_json({"b": [1, 2], "a": 0.5})
+    '{"a":0.5,"b":[1,2]}'
+    """
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
+    """Hex SHA-256 of a file's bytes, read in chunks.
+
+    Examples
+    --------
+    >>> import hashlib, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> _ = path.write_bytes(b"abc")
+    >>> sha256_of_file(path, chunk_size=2) == hashlib.sha256(b"abc").hexdigest()
+    True
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(chunk_size), b""):
@@ -132,7 +198,14 @@ def sha256_of_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def sha256_of_chunks(chunks: Iterable[bytes]) -> str:
-    """Hex SHA-256 of the concatenated ``chunks``."""
+    """Hex SHA-256 of the concatenated ``chunks``.
+
+    Examples
+    --------
+    >>> import hashlib
+    >>> sha256_of_chunks([b"ab", b"c"]) == hashlib.sha256(b"abc").hexdigest()
+    True
+    """
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)
@@ -152,6 +225,13 @@ def versions(packages: Iterable[str] | None = None) -> dict[str, str]:
     dict
         ``{"python": "3.11.7", "lrp_faces": "0.1.0", "torch": ..., ...}``; ``"unknown"`` for a package that is not
         installed as a distribution.
+
+    Examples
+    --------
+    >>> sorted(versions(["torch", "zennit"]))
+    ['python', 'torch', 'zennit']
+    >>> list(versions()) == ["python", *VERSIONED_PACKAGES]
+    True
     """
     keys = list(VERSIONED_PACKAGES) if packages is None else list(packages)
     found = {"python": sys.version.split()[0]}

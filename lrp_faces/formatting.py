@@ -53,6 +53,8 @@ SETTING_DIGITS = 12
 def pretty(name: Any, labels: Mapping[str, str] | None = None) -> str:
     """A readable label for a lower_snake_case name: ``labels[name]`` where it is there, else the name with spaces.
 
+    Examples
+    --------
     >>> pretty("relevance_rank_accuracy"), pretty("morf", ORDER_LABELS)
     ('relevance rank accuracy', 'MoRF (most relevant first)')
     """
@@ -61,13 +63,25 @@ def pretty(name: Any, labels: Mapping[str, str] | None = None) -> str:
 
 
 def model_label(pretraining: Any, task: Any, seed: Any | None = None, separator: str = " · ") -> str:
-    """A model's name for people, ``"faces · gender · seed 0"`` (without the seed when it is None)."""
+    """A model's name for people, ``"faces · gender · seed 0"`` (without the seed when it is None).
+
+    Examples
+    --------
+    >>> model_label("faces", "gender", 0), model_label("objects", "identity", separator="/")
+    ('faces · gender · seed 0', 'objects/identity')
+    """
     parts = [str(pretraining), str(task)] + ([f"seed {int(seed)}"] if seed is not None else [])
     return separator.join(parts)
 
 
 def format_number(value: Any, digits: int = 2) -> str:
-    """``value`` with ``digits`` decimals and a true minus sign (``"−0.25"``); ``"n/a"`` for None, NaN or inf."""
+    """``value`` with ``digits`` decimals and a true minus sign (``"−0.25"``); ``"n/a"`` for None, NaN or inf.
+
+    Examples
+    --------
+    >>> format_number(0.1234), format_number(-0.25, 1), format_number(float("nan")), format_number(None)
+    ('0.12', '−0.2', 'n/a', 'n/a')
+    """
     if value is None:
         return "n/a"
     value = float(value)
@@ -79,6 +93,11 @@ def format_interval(mean: Any, low: Any, high: Any, digits: int = 2) -> str:
 
     Without a finite interval just the value (``"0.93"``), without a finite value ``"n/a"``. A dash joins positive
     bounds; "to" joins bounds where either is negative, so that no dash reads as a minus.
+
+    Examples
+    --------
+    >>> format_interval(0.1, -0.2, 0.4), format_interval(0.93, float("nan"), 0.97), format_interval(None, 0, 1)
+    ('0.10 (−0.20 to 0.40)', '0.93', 'n/a')
     """
     text = format_number(mean, digits)
     if text == "n/a":
@@ -152,13 +171,25 @@ def _json_container(text: str) -> str | None:
 
 def order_label(order: Any, mode: str = "remove") -> str:
     """The name of a masking order in a masking mode: ``"MoRF (most relevant first)"`` (remove) or
-    ``"MoRF (most relevant kept)"`` (keep); other orders by :func:`pretty`."""
+    ``"MoRF (most relevant kept)"`` (keep); other orders by :func:`pretty`.
+
+    Examples
+    --------
+    >>> order_label("lerf"), order_label("morf", mode="keep"), order_label("edges_first")
+    ('LeRF (least relevant first)', 'MoRF (most relevant kept)', 'edges first')
+    """
     return pretty(order, KEEP_ORDER_LABELS if mode == "keep" else ORDER_LABELS)
 
 
 def fraction_label(mode: str = "remove", units: str = "pixels") -> str:
     """What the fraction of a masking curve counts: ``"fraction of pixels hidden"`` (remove) or ``"fraction of
-    pixels kept (the rest filled)"`` (keep); ``units`` is ``"pixels"`` or ``"patches"``."""
+    pixels kept (the rest filled)"`` (keep); ``units`` is ``"pixels"`` or ``"patches"``.
+
+    Examples
+    --------
+    >>> fraction_label(), fraction_label("keep", units="patches")
+    ('fraction of pixels hidden', 'fraction of patches kept (the rest filled)')
+    """
     if mode == "keep":
         return f"fraction of {units} kept (the rest filled)"
     return f"fraction of {units} {MASKED_PIXELS.get(mode, 'masked')}"

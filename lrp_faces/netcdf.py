@@ -41,11 +41,30 @@ DIGEST_ATTR = "lrp_faces_sha256"
 
 
 class NetCDFFileError(LRPFacesError, ValueError):
-    """A NetCDF file that is missing, truncated, damaged or was not written by lrp_faces."""
+    """A NetCDF file that is missing, truncated, damaged or was not written by lrp_faces.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "result.nc"
+    >>> _ = path.write_bytes(b"CDF" + bytes(10))  # a truncated file
+    >>> try:
+    ...     read_dataset(path)
+    ... except NetCDFFileError as error:
+    ...     print(str(error).startswith(repr(str(path))), isinstance(error, ValueError))
+    True True
+    """
 
 
 def plain(value: Any) -> Any:
-    """JSON-able plain data: tuples as lists, paths as strings, numpy scalars as numbers, dataclasses as dicts."""
+    """JSON-able plain data: tuples as lists, paths as strings, numpy scalars as numbers, dataclasses as dicts.
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> plain({"fractions": (0.0, 0.5), "path": pathlib.Path("a/b"), "count": np.int64(3)})
+    {'fractions': [0.0, 0.5], 'path': 'a/b', 'count': 3}
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
@@ -62,7 +81,13 @@ def plain(value: Any) -> Any:
 
 
 def attribute_value(value: Any) -> Any:
-    """A NetCDF-safe attribute value: bools as ints, None and containers as JSON, numbers and strings as they are."""
+    """A NetCDF-safe attribute value: bools as ints, None and containers as JSON, numbers and strings as they are.
+
+    Examples
+    --------
+    >>> attribute_value(True), attribute_value(0.5), attribute_value(None), attribute_value({"fill": "mean"})
+    (1, 0.5, 'null', '{"fill": "mean"}')
+    """
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (str, int, float, np.integer, np.floating)):
@@ -119,7 +144,16 @@ def _json_safe(value: Any) -> Any:
 
 def header_digest(nc: netCDF4.Dataset) -> str:
     """SHA-256 of an open file's header: global attributes (but the digest), and per variable its dims, shape,
-    type, attributes and, for scalars, its value."""
+    type, attributes and, for scalars, its value.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = write_dataset(xr.Dataset({"auc": 0.7}), pathlib.Path(tempfile.mkdtemp()) / "result.nc")
+    >>> with netCDF4.Dataset(path) as nc:
+    ...     header_digest(nc) == nc.getncattr(DIGEST_ATTR)
+    True
+    """
     header = {"attributes": {key: _json_safe(nc.getncattr(key)) for key in nc.ncattrs() if key != DIGEST_ATTR},
               "dimensions": {name: len(dim) for name, dim in nc.dimensions.items()}, "variables": {}}
     for name, variable in nc.variables.items():
@@ -134,7 +168,19 @@ def header_digest(nc: netCDF4.Dataset) -> str:
 
 
 def verify_header(nc: netCDF4.Dataset, path: str | os.PathLike) -> None:
-    """Raise :class:`NetCDFFileError` unless the open file's header matches its recorded digest."""
+    """Raise :class:`NetCDFFileError` unless the open file's header matches its recorded digest.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = write_dataset(xr.Dataset({"auc": 0.7}), pathlib.Path(tempfile.mkdtemp()) / "result.nc")
+    >>> with netCDF4.Dataset(path, "a") as nc:
+    ...     nc.setncattr("method", "changed afterwards")
+    >>> with netCDF4.Dataset(path) as nc:
+    ...     verify_header(nc, path)
+    Traceback (most recent call last):
+    lrp_faces.netcdf.NetCDFFileError: '...result.nc' is damaged: its attributes or layout do not match their ...
+    """
     if DIGEST_ATTR not in nc.ncattrs():
         raise NetCDFFileError(f"{str(path)!r} has no {DIGEST_ATTR} attribute: it was not written by lrp_faces, or by "
                               "an older version; delete it and rerun the step that writes it")
@@ -155,6 +201,19 @@ def write_dataset(dataset: xr.Dataset, path: str | os.PathLike, attrs: Mapping[s
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    TypeError
+        ``dataset`` is not an :class:`xarray.Dataset`.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> result = xr.Dataset({"accuracy": ("fraction", [1.0, 0.4])}, coords={"fraction": [0.0, 0.5]})
+    >>> path = write_dataset(result, pathlib.Path(tempfile.mkdtemp()) / "curves.nc", attrs={"order": "morf"})
+    >>> read_attributes(path)["order"], read_dataset(path).accuracy.values.tolist()
+    ('morf', [1.0, 0.4])
     """
     if not isinstance(dataset, xr.Dataset):
         raise TypeError(f"write_dataset writes an xarray.Dataset, got {type(dataset).__name__}")
@@ -184,6 +243,13 @@ def read_attributes(path: str | os.PathLike, verify: bool = True) -> dict:
     ------
     NetCDFFileError
         The file is missing, unreadable or its header was changed.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = write_dataset(xr.Dataset({"auc": 0.7}), pathlib.Path(tempfile.mkdtemp()) / "r.nc", {"kind": "demo"})
+    >>> read_attributes(path)
+    {'kind': 'demo'}
     """
     path = Path(path)
     if not path.is_file():
@@ -206,6 +272,13 @@ def read_dataset(path: str | os.PathLike) -> xr.Dataset:
     ------
     NetCDFFileError
         The file is missing, unreadable, or its header or data were damaged.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = write_dataset(xr.Dataset({"auc": ("model", [0.7, 0.6])}), pathlib.Path(tempfile.mkdtemp()) / "r.nc")
+    >>> read_dataset(path).auc.values.tolist()
+    [0.7, 0.6]
     """
     path = Path(path)
     read_attributes(path)

@@ -1,4 +1,16 @@
-"""Preprocessing as a module: every lrp_faces model takes RGB in [0, 1]."""
+"""Preprocessing as a module: every lrp_faces model takes RGB in [0, 1].
+
+A model built or loaded by lrp_faces starts with a :class:`PixelNorm`, so the normalisation a network was trained
+with travels with it (:doc:`/concepts/preprocessing`):
+
+>>> import torch
+>>> from lrp_faces import vgg16
+>>> model = vgg16(num_classes=2, preprocessing=VGGFACE, width=1 / 16, classifier_width=8, pool_size=1)
+>>> model.pixel_norm.preprocessing == VGGFACE
+True
+>>> model(torch.rand(1, 3, 32, 32)).shape  # RGB in [0, 1] in, logits out
+torch.Size([1, 2])
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,6 +42,19 @@ class Preprocessing:
         Factor applied to [0, 1] pixels before the mean is subtracted (255 for Caffe-style models).
     channel_order : {"RGB", "BGR"}
         Channel order the network expects.
+
+    Raises
+    ------
+    ValueError
+        A channel order other than RGB or BGR, not three values per channel, or a std or scale that is not positive.
+
+    Examples
+    --------
+    >>> caffe = Preprocessing(mean=(103.94, 116.78, 123.68), std=(1.0, 1.0, 1.0), scale=255.0, channel_order="BGR")
+    >>> [round(value, 4) for value in caffe.neutral_pixel]  # the RGB pixel that normalises to zero
+    [0.485, 0.458, 0.4076]
+    >>> Preprocessing.from_dict(caffe.to_dict()) == caffe
+    True
     """
 
     mean: tuple[float, float, float]
@@ -91,6 +116,20 @@ class PixelNorm(nn.Module):
         Multiplier applied to the [0, 1] input first.
     channel_order : {"RGB", "BGR"}
         Channel order of the network.
+
+    Raises
+    ------
+    ValueError
+        Settings as :class:`Preprocessing` refuses them; in the forward pass, images that are not (N, 3, H, W).
+
+    Examples
+    --------
+    >>> norm = PixelNorm.from_preprocessing(IMAGENET)
+    >>> images = torch.tensor(IMAGENET.neutral_pixel).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    >>> norm(images).abs().max().item() < 1e-6  # the neutral pixel normalises to zero
+    True
+    >>> norm(torch.ones(2, 3, 4, 4))[0, :, 0, 0]  # (1 - mean) / std per channel
+    tensor([2.2489, 2.4286, 2.6400])
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], scale: float = 1.0, channel_order: str = "RGB"):
@@ -106,13 +145,16 @@ class PixelNorm(nn.Module):
 
     @property
     def scale(self) -> float:
+        """Multiplier applied to the [0, 1] input first."""
         return self.preprocessing.scale
 
     @property
     def channel_order(self) -> str:
+        """``"RGB"`` or ``"BGR"``, the channel order of the network."""
         return self.preprocessing.channel_order
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, H, W), in the network's channel order."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise PreprocessingError(f"PixelNorm expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
         if self.channel_order == "BGR":

@@ -26,11 +26,47 @@ _REQUIRED = object()
 
 
 class TomlError(LRPFacesError, ValueError):
-    """A TOML file or table that is missing, unreadable, or has a key of the wrong type or value."""
+    """A TOML file or table that is missing, unreadable, or has a key of the wrong type or value.
+
+    Callers pass their own subclass as ``error`` (e.g. :class:`lrp_faces.cli.study.StudyError`), so that a study
+    file and a zoo file fail with their own error types.
+    """
 
 
 def read_toml(path: str | os.PathLike, what: str = "file", error: type[Exception] = TomlError) -> dict:
-    """Parse the TOML file at ``path``; ``error`` (naming ``what`` and the path) if it is missing or invalid."""
+    """Parse the TOML file at ``path``; ``error`` (naming ``what`` and the path) if it is missing or invalid.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A UTF-8 TOML file.
+    what : str
+        What the file is, for the messages (``"study file"``, ``"zoo file"``).
+    error : type
+        The exception class raised.
+
+    Returns
+    -------
+    dict
+        The parsed document.
+
+    Raises
+    ------
+    error
+        The file does not exist, is a directory, is not UTF-8 or not valid TOML.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "zoo.toml"
+    >>> _ = path.write_text("[zoo]\\nimage_size = 64\\n")
+    >>> read_toml(path, "zoo file")
+    {'zoo': {'image_size': 64}}
+    >>> _ = path.write_text("[zoo\\n")
+    >>> read_toml(path, "zoo file")
+    Traceback (most recent call last):
+    lrp_faces.toml_tables.TomlError: '...zoo.toml' is not valid TOML: ...
+    """
     path = Path(path)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -45,6 +81,13 @@ def read_toml(path: str | os.PathLike, what: str = "file", error: type[Exception
 
 
 def kind_name(kind) -> str:
+    """How error messages name a ``kind`` of :meth:`TomlTable.get` (a type, or a tuple of types).
+
+    Examples
+    --------
+    >>> kind_name(float), kind_name((int, str)), kind_name(list)
+    ('float (a number)', 'int or str', 'array')
+    """
     names = {int: "int", float: "float (a number)", str: "str", bool: "bool (true or false)", list: "array",
              dict: "table"}
     if isinstance(kind, tuple):
@@ -53,6 +96,14 @@ def kind_name(kind) -> str:
 
 
 def conforms(value: Any, kind) -> bool:
+    """Whether a parsed TOML ``value`` is of ``kind``: an int is a float too, but a bool is neither an int nor a
+    float, and any mapping is a ``dict``.
+
+    Examples
+    --------
+    >>> conforms(3, float), conforms(True, int), conforms("a", (int, str))
+    (True, False, True)
+    """
     if isinstance(kind, tuple):
         return any(conforms(value, each) for each in kind)
     if kind is float:
@@ -65,7 +116,30 @@ def conforms(value: Any, kind) -> bool:
 
 
 class TomlTable:
-    """One TOML table being read: typed look-ups that name the file, table and key, then a check for unknown keys."""
+    """One TOML table being read: typed look-ups that name the file, table and key, then a check for unknown keys.
+
+    Parameters
+    ----------
+    data : Mapping
+        The table, as parsed (:func:`read_toml`); anything else raises ``error``.
+    file : str
+        The file's name, for the messages.
+    path : tuple of str
+        The table's keys from the top of the file, e.g. ``("analysis", "rsa")`` for ``[analysis.rsa]``.
+    error : type
+        The exception class raised (default :class:`TomlError`).
+
+    Examples
+    --------
+    Read each key with its type (and choices or lower bound), then :meth:`finish` refuses keys that were not read:
+
+    >>> table = TomlTable({"fill": "mean", "fractions": [0, 0.5], "seed": 1}, "study.toml", ("masking",))
+    >>> table.get("fill", str, choices=("mean", "blur")), table.array("fractions", float), table.get("patch", int, 1)
+    ('mean', (0.0, 0.5), 1)
+    >>> table.finish()
+    Traceback (most recent call last):
+    lrp_faces.toml_tables.TomlError: study.toml: [masking]: unknown key(s) ['seed']; expected keys are ...
+    """
 
     def __init__(self, data: Any, file: str, path: tuple[str, ...] = (), error: type[Exception] = TomlError):
         self.file, self.path, self.error = file, path, error
@@ -75,9 +149,13 @@ class TomlTable:
         self.data, self.known = data, []
 
     def key(self, key: str) -> str:
+        """How messages name ``key`` of this table: ``"study.toml: [masking].fill"``."""
         return f"{self.where}.{key}"
 
     def get(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None, low: float | None = None):
+        """The value of ``key``, checked to be of ``kind`` (an int is accepted for ``float`` and returned as one),
+        one of ``choices`` and at least ``low`` where given; ``default`` where the key is absent (without a
+        default, a missing key is an error)."""
         self.known.append(key)
         if key not in self.data:
             if default is _REQUIRED:
@@ -93,6 +171,8 @@ class TomlTable:
         return float(value) if kind is float else value
 
     def array(self, key: str, kind, default: Any = _REQUIRED, choices: tuple | None = None) -> tuple | Any:
+        """The array ``key`` as a tuple, each item checked to be of ``kind`` (and one of ``choices``); the error
+        names the index of a wrong item."""
         if key not in self.data and default is not _REQUIRED:
             self.known.append(key)
             return default
@@ -135,7 +215,41 @@ def _kind_of_default(default: Any):
 
 def check_params(function: Callable, params: Mapping, where: str, reserved: tuple[str, ...] = (),
                  error: type[Exception] | None = None) -> dict:
-    """Check keyword arguments for ``function`` from a TOML table: known names, and the type of each default."""
+    """Check keyword arguments for ``function`` from a TOML table: known names, and the type of each default.
+
+    Parameters
+    ----------
+    function : callable
+        Whose keyword parameters with defaults may be set.
+    params : Mapping
+        The table's keys and values.
+    where : str
+        How messages name the table, e.g. ``"study.toml: [attribution.params]"``.
+    reserved : tuple of str
+        Parameters the table may not set (the caller sets them).
+    error : type, optional
+        The exception class raised (default :class:`TomlError`).
+
+    Returns
+    -------
+    dict
+        The arguments, arrays as tuples and numbers for float defaults as floats.
+
+    Raises
+    ------
+    error
+        An unknown or reserved key, or a value whose type differs from the parameter's default.
+
+    Examples
+    --------
+    >>> def smooth(images, n_samples=8, noise=0.1):
+    ...     return images
+    >>> check_params(smooth, {"n_samples": 4, "noise": 1}, "study.toml: [attribution.params]")
+    {'n_samples': 4, 'noise': 1.0}
+    >>> check_params(smooth, {"samples": 4}, "study.toml: [attribution.params]")
+    Traceback (most recent call last):
+    lrp_faces.toml_tables.TomlError: study.toml: [attribution.params]: unknown key 'samples'; expected keys are ...
+    """
     error = TomlError if error is None else error
     signature = inspect.signature(function)
     accepted = {name: parameter for name, parameter in signature.parameters.items()

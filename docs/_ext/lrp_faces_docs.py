@@ -2,10 +2,12 @@
 
 * ``missing-reference``: resolve a reference to a re-exported name (``lrp_faces.vgg16``) to the page that documents
   the same object under its public module (``lrp_faces.models.vgg16``).
-* ``env-check-consistency``: warn about every name in the ``__all__`` of a documented module that has no entry in
-  the API reference (and every top-level name the top-level page does not list), so that the reference cannot fall
-  behind the code.
+* ``env-check-consistency``: warn about every public module of the package without a page or section, every name
+  in the ``__all__`` of a public module that has no entry in the API reference, and every top-level name the
+  top-level page does not list, so that the reference cannot fall behind the code.
 * ``.. click-help:: package.module:command``: the ``--help`` text of a click command and of all its subcommands.
+* ``autodoc-process-docstring``: a docstring's ``>>>`` examples run, in the doctest build, in the namespace of the
+  module that defines them.
 """
 from __future__ import annotations
 
@@ -22,41 +24,31 @@ from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
 
-#: API page -> the module whose ``__all__`` it must cover.
-API_MODULES = {
-    "api/nn": "lrp_faces.nn",
-    "api/models": "lrp_faces.models",
-    "api/attribution": "lrp_faces.attribution",
-    "api/methods": "lrp_faces.methods",
-    "api/canonizers": "lrp_faces.canonizers",
-    "api/rules": "lrp_faces.rules",
-    "api/faces": "lrp_faces.faces",
-    "api/zoo": "lrp_faces.zoo",
-    "api/cube": "lrp_faces.cube",
-    "api/masking": "lrp_faces.masking",
-    "api/analysis": "lrp_faces.analysis",
-    "api/plots": "lrp_faces.plots",
-    "api/report": "lrp_faces.report",
-    "api/cli": "lrp_faces.cli.study",
-}
+#: Values that may be shared by unrelated names (small ints, strings, tuples): matched by name as well as identity.
+IMMUTABLE = (str, bytes, int, float, bool, tuple, frozenset, type(None))
 _MISSING = object()
 
 
 def _import_object(name: str):
-    """The object a dotted name refers to, or ``_MISSING``."""
+    """The object a dotted name refers to, as attribute access sees it, or ``_MISSING``.
+
+    ``lrp_faces.masking.curves`` is the function the package exports, not the submodule of the same name; a
+    submodule is imported only where no attribute has the name.
+    """
     parts = name.split(".")
-    for split in range(len(parts), 0, -1):
+    try:
+        value = importlib.import_module(parts[0])
+    except Exception:  # noqa: BLE001 - any import problem means "not an object of ours"
+        return _MISSING
+    for index, attribute in enumerate(parts[1:], start=2):
         try:
-            value = importlib.import_module(".".join(parts[:split]))
-        except Exception:  # noqa: BLE001 - any import problem means "not this split"
-            continue
-        try:
-            for attribute in parts[split:]:
-                value = getattr(value, attribute)
+            value = getattr(value, attribute)
         except AttributeError:
-            return _MISSING
-        return value
-    return _MISSING
+            try:
+                value = importlib.import_module(".".join(parts[:index]))
+            except Exception:  # noqa: BLE001
+                return _MISSING
+    return value
 
 
 def _documented_objects(env) -> dict[int, str]:
@@ -173,22 +165,74 @@ def public_bases(app, name, obj, options, bases):
         bases[index] = base
 
 
+def public_modules(package: str = "lrp_faces") -> list[str]:
+    """Every public module of ``package``: no part of its dotted name starts with an underscore."""
+    import pkgutil
+
+    root = importlib.import_module(package)
+    names = [package]
+    for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
+def _owned_names(module, package) -> list[str]:
+    """The names of ``module.__all__`` that its package does not re-export under the same name."""
+    if package is None:
+        return list(module.__all__)
+    public = getattr(package, "__all__", ())
+    return [name for name in module.__all__
+            if not (name in public and getattr(package, name, _MISSING) is getattr(module, name, None))]
+
+
 def check_api_coverage(app, env):
-    """Warn about public names (``__all__``) of documented modules that the API reference lacks."""
+    """Warn about public modules without a page or section, and public names without an entry.
+
+    Every name in the ``__all__`` of a public module must be documented: under that module, or as the same object
+    under another documented name (a package that re-exports it; a constant also needs the same name). A module
+    that exports names its package does not re-export needs its own section (``.. automodule::``), so that its
+    docstring is in the reference (unless the package shadows it with a function of the same name, whose section
+    cannot be an index target). Modules without ``__all__`` are covered by their package.
+    """
     objects = env.domaindata["py"]["objects"]
-    for docname, module_name in API_MODULES.items():
-        if docname not in env.found_docs:
+    modules = env.domaindata["py"]["modules"]
+    if not any(name.startswith("lrp_faces") for name in objects):
+        return  # a build without the API reference
+    by_identity: dict[int, set[str]] = {}
+    for name, entry in objects.items():
+        if name.startswith("lrp_faces") and not getattr(entry, "aliased", False):
+            value = _import_object(name)
+            if value is not _MISSING:
+                by_identity.setdefault(id(value), set()).add(name.rsplit(".", 1)[-1])
+    for module_name in public_modules():
+        if module_name.endswith("__main__"):
             continue
         module = importlib.import_module(module_name)
-        public = getattr(module, "__all__", None)
-        if public is None:
-            logger.warning(f"{module_name} has no __all__; the API page {docname} cannot be checked",
-                           location=docname)
+        if getattr(module, "__all__", None) is None:
             continue
-        missing = [name for name in public if f"{module_name}.{name}" not in objects]
+        parent = module_name.rpartition(".")[0]
+        package = importlib.import_module(parent) if parent else None
+        owned = _owned_names(module, package)
+        # a module that its package shadows with a function of the same name (lrp_faces.masking.curves) cannot be a
+        # py:module target beside the function: its section is documented with :no-index:
+        shadowed = package is not None and getattr(package, module_name.rpartition(".")[2], module) is not module
+        if owned and not shadowed and module_name not in modules:
+            logger.warning(f"the API reference has no page or section for the public module {module_name} "
+                           f"(add ``.. automodule:: {module_name}`` to the page of its package in docs/api/)",
+                           type="lrp_faces", subtype="api_coverage")
+        missing = []
+        for name in module.__all__:
+            value = getattr(module, name, _MISSING)
+            names = by_identity.get(id(value), set())
+            documented = f"{module_name}.{name}" in objects or (
+                names and (not isinstance(value, IMMUTABLE) or name in names))
+            if not documented:
+                missing.append(name)
         if missing:
             logger.warning(f"the API reference lacks {len(missing)} public name(s) of {module_name}: "
-                           f"{', '.join(missing)} (add them to docs/{docname}.rst)", location=docname)
+                           f"{', '.join(missing)} (add them to the page of {parent or module_name} in docs/api/)",
+                           type="lrp_faces", subtype="api_coverage")
 
 
 def check_top_level(app, env):
@@ -205,6 +249,41 @@ def check_top_level(app, env):
     if missing:
         logger.warning(f"api/lrp_faces.rst does not list the top-level name(s) {', '.join(missing)}",
                        location="api/lrp_faces")
+
+
+def docstring_doctests(app, what, name, obj, options, lines):
+    """Run a docstring's ``>>>`` examples in the namespace of the module that defines it, as ``doctest.testmod`` does.
+
+    The doctest builder runs the examples of a page in one namespace that holds only ``doctest_global_setup``, but
+    a docstring's examples may use the names of their own module. Each block of examples becomes a ``doctest``
+    directive of a group named after that module, which a hidden ``testsetup`` fills with the module's globals.
+    The HTML is the same.
+    """
+    if not name.startswith("lrp_faces") or not any(line.lstrip().startswith(">>>") for line in lines):
+        return
+    module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+    module_name = getattr(module, "__name__", "")
+    if not module_name.startswith("lrp_faces"):
+        module_name = name.rsplit(".", 1)[0] if what != "module" else name
+    group = f"docstring:{module_name}"
+    converted = [f".. testsetup:: {group}", "", "   import importlib as _importlib",
+                 f"   globals().update({{_key: _value for _key, _value in "
+                 f"vars(_importlib.import_module({module_name!r})).items() if not _key.startswith('__')}})", ""]
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.lstrip()
+        starts_block = stripped.startswith(">>>") and (index == 0 or not lines[index - 1].strip())
+        if not starts_block:
+            converted.append(line)
+            index += 1
+            continue
+        indent = line[:len(line) - len(stripped)]
+        converted += [f"{indent}.. doctest:: {group}", ""]
+        while index < len(lines) and lines[index].strip():
+            converted.append("   " + lines[index])
+            index += 1
+    lines[:] = converted
 
 
 class ClickHelp(Directive):
@@ -254,6 +333,7 @@ def setup(app):
     app.connect("missing-reference", resolve_alias)
     app.connect("autodoc-process-bases", public_bases)
     app.connect("autodoc-process-docstring", reexported_data_docs)
+    app.connect("autodoc-process-docstring", docstring_doctests, priority=900)  # after numpydoc
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("env-check-consistency", check_top_level)
     app.add_directive("click-help", ClickHelp)

@@ -32,6 +32,22 @@ def similarity_by_relation(result: xr.Dataset, include_same_model: bool = False)
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> from lrp_faces.analysis import similarity
+    >>> figure = similarity_by_relation(similarity(maps, n_bootstrap=10))
+    >>> len(figure.axes)
+    1
     """
     names = ["relation_mean", "relation_ci_low", "relation_ci_high"]
     require_dataset(result, "result", names, ("relation",), "lrp_faces.analysis.similarity")
@@ -80,6 +96,24 @@ def region_relevance(result: xr.Dataset, variable: str = "share",
     matplotlib.figure.Figure
         One axes per task. Bars are means over seeds with a t-interval over seeds (one seed: the model's own CI
         over images); dots are seeds.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> from lrp_faces.analysis import region_relevance as relevance_per_region
+    >>> from lrp_faces.faces import REGIONS, TASK_REGIONS
+    >>> result = relevance_per_region(maps, faces.regions, REGIONS, n_bootstrap=10)
+    >>> figure = region_relevance(result, task_regions=TASK_REGIONS)  # one panel per task
+    >>> len(figure.axes)
+    2
     """
     require_dataset(result, "result", [variable], MODEL_DIMS + ("region",), "lrp_faces.analysis.region_relevance")
     data = result[variable].transpose(*MODEL_DIMS, "region")
@@ -141,6 +175,24 @@ def method_comparison(result: xr.Dataset, metrics: Sequence[str] | None = None) 
     -------
     matplotlib.figure.Figure
         One axes per metric.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> from lrp_faces.analysis import method_comparison as compare_methods
+    >>> result = compare_methods(zoo, faces, methods=("epsilon_gamma_box", "random"), fractions=(0.0, 0.5),
+    ...                          n_bootstrap=10)
+    >>> figure = method_comparison(result)  # one panel per metric
+    >>> len(figure.axes)
+    4
     """
     require_dataset(result, "result", ["mean", "ci_low", "ci_high"], (METHOD_DIM, "metric"),
                     "lrp_faces.analysis.method_comparison")
@@ -203,6 +255,22 @@ def rsa_bars(result: xr.Dataset) -> Figure:
     -------
     matplotlib.figure.Figure
         Bars are means over seeds with a t-interval over seeds (one seed: the model's bootstrap CI); dots are seeds.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from lrp_faces.analysis import compare_with_humans, model_rdms, stand_in_human_rdm
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> faces = synthetic_faces(3, 2, size=32)
+    >>> maps = np.random.default_rng(0).normal(size=(1, 2, 1, 6, 32, 32))
+    >>> cube = xr.Dataset({"relevance": (("pretraining", "task", "seed", "image", "y", "x"), maps)},
+    ...                   coords={"pretraining": ["faces"], "task": ["gender", "identity"], "seed": [0],
+    ...                           "image": faces.image_ids})
+    >>> result = compare_with_humans(model_rdms(cube, kinds=("relevance",)), stand_in_human_rdm(faces),
+    ...                              n_permutations=99, n_bootstrap=20)
+    >>> figure = rsa_bars(result)
+    >>> len(figure.axes)
+    1
     """
     require_dataset(result, "result", ["correlation", "ci_low", "ci_high"], MODEL_DIMS + ("kind",),
                     "lrp_faces.analysis.compare_with_humans")

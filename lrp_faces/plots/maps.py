@@ -180,6 +180,22 @@ def relevance_grid(cube: xr.Dataset | xr.DataArray, images: Any = None, image_id
     -------
     matplotlib.figure.Figure
         One axes per map (plus a first column with the faces when ``images`` is given) and a colorbar axes.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> figure = relevance_grid(maps, faces, max_images=2)  # 2 rows: the face, then each model's map
+    >>> len(figure.axes)  # 2 x (1 + 2), and the colour bar
+    7
+    >>> figure.savefig(tempfile.mktemp(suffix=".png"))
     """
     relevance = _relevance(cube)
     chosen_models = _choose_models(relevance, models)

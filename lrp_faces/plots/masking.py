@@ -245,6 +245,22 @@ def masking_curves(result: xr.Dataset | Mapping[str, xr.Dataset | Sequence[xr.Da
         that were masked in different modes.
     PlotTypeError
         A result of another kind.
+
+    Examples
+    --------
+    Curves of one model, by order (a generalisation result is drawn per model instead):
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from lrp_faces.masking import curves
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    >>> images, relevance = torch.rand(6, 3, 8, 8), torch.randn(6, 8, 8)
+    >>> by_order = {order: curves(model, images, [0, 1] * 3, relevance, fractions=(0.0, 0.25, 0.5), order=order)
+    ...             for order in ("morf", "lerf", "random")}
+    >>> figure = masking_curves(by_order)
+    >>> [axis.get_ylabel() for axis in figure.axes]
+    ['accuracy', 'contrastive output']
     """
     _check_request(result, metrics, lerf)
     panels, replicates, inputs = _collect_panels(result, metrics, lerf)
@@ -308,6 +324,23 @@ def generalization_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
     -------
     matplotlib.figure.Figure
         The heatmap axes and its colour bar.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> result = masking.generalization(maps, zoo, faces, fractions=(0.0, 0.5), n_bootstrap=10, n_permutations=10,
+    ...                                 progress=False)
+    >>> figure = generalization_heatmap(result)
+    >>> figure.axes[0].get_title()
+    'Generalisation index G(source → target)'
     """
     require_dataset(result, "result", ["generalization_index"], SOURCE_DIMS + TARGET_DIMS,
                     "lrp_faces.masking.generalization")
@@ -347,6 +380,23 @@ def asymmetry_heatmap(result: xr.Dataset, annotate: bool = True) -> Figure:
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> result = masking.generalization(maps, zoo, faces, fractions=(0.0, 0.5), n_bootstrap=10, n_permutations=10,
+    ...                                 progress=False)
+    >>> figure = asymmetry_heatmap(result)
+    >>> figure.axes[0].get_title()
+    'Asymmetry G(s → t) − G(t → s)'
     """
     require_dataset(result, "result", ["asymmetry", "asymmetry_p_value"], SOURCE_DIMS + TARGET_DIMS,
                     "lrp_faces.masking.generalization")
@@ -380,6 +430,23 @@ def generalization_by_relation(result: xr.Dataset, include_same_model: bool = Fa
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from lrp_faces import cube, masking, vgg16
+    >>> from lrp_faces.faces import synthetic_faces
+    >>> from lrp_faces.zoo import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> faces = synthetic_faces(2, 3, size=32)
+    >>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+    ...        for task in ("gender", "identity")}  # untrained stand-ins
+    >>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+    >>> result = masking.generalization(maps, zoo, faces, fractions=(0.0, 0.5), n_bootstrap=10, n_permutations=10,
+    ...                                 progress=False)
+    >>> figure = generalization_by_relation(result)
+    >>> len(figure.axes)
+    1
     """
     names = ["summary_generalization_index", "summary_generalization_index_ci_low",
              "summary_generalization_index_ci_high"]

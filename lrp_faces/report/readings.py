@@ -1,4 +1,24 @@
-"""Two-sentence readings of each figure, computed from the numbers of the results."""
+"""Two-sentence readings of each figure, computed from the numbers of the results.
+
+Each function takes the result a figure draws and returns the report's caption for it, in plain words with the key
+numbers; the :doc:`/gallery` shows them for the demo. For example, on a generalisation result of two untrained
+stand-in models:
+
+>>> import tempfile, torch
+>>> from lrp_faces import cube, masking, vgg16
+>>> from lrp_faces.faces import synthetic_faces
+>>> from lrp_faces.report.readings import generalization_reading
+>>> from lrp_faces.zoo import ModelSpec
+>>> _ = torch.manual_seed(0)
+>>> faces = synthetic_faces(2, 3, size=32)
+>>> zoo = {ModelSpec("faces", task, 0): vgg16(num_classes=2, width=1 / 16, classifier_width=8, pool_size=1)
+...        for task in ("gender", "identity")}
+>>> maps = cube.compute(zoo, faces, tempfile.mkdtemp(), progress=False)
+>>> result = masking.generalization(maps, zoo, faces, fractions=(0.0, 0.5), n_bootstrap=10, n_permutations=10,
+...                                 progress=False)
+>>> print(generalization_reading(result))  # doctest: +ELLIPSIS
+Relative to a model's own map, masking by a map of another task is ... as effective (generalisation index G, 95% CI)...
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -43,6 +63,7 @@ def _join(parts: list[str]) -> str:
 
 
 def grid_reading(cube: xr.Dataset) -> str:
+    """How concentrated and how negative the relevance maps of a cube are (the relevance-grid figure)."""
     relevance = cube["relevance"]
     models = computed_models(cube)
     concentration, negative = [], []
@@ -113,6 +134,7 @@ def _aopc_sentence(result: xr.Dataset, mode: str) -> str:
 
 
 def generalization_reading(result: xr.Dataset) -> str:
+    """The generalisation index G by relation of source and target model, with its intervals (the heatmap)."""
     rows = _relation_summary(result, "summary_generalization_index", "summary_pairs")
     if not rows:
         return "There is only one model, so no map is used on another model. The generalisation index is 1 by " \
@@ -134,6 +156,7 @@ def _confidence(result: xr.Dataset) -> str:
 
 
 def relation_reading(result: xr.Dataset) -> str:
+    """G by relation, and which relation generalises least (the by-relation figure)."""
     rows = _relation_summary(result, "summary_generalization_index", "summary_pairs")
     if not rows:
         return "No pairs of different models. Nothing to compare."
@@ -153,6 +176,7 @@ def relation_reading(result: xr.Dataset) -> str:
 
 
 def asymmetry_reading(result: xr.Dataset) -> str:
+    """The largest asymmetries G(s -> t) - G(t -> s) and how many pairs differ significantly."""
     values, p_values = pair_matrix(result, "asymmetry"), pair_matrix(result, "asymmetry_p_value")
     models = model_grid(result, "source_")
     upper = np.triu(np.ones(values.shape, dtype=bool), k=1) & np.isfinite(values)
@@ -174,6 +198,7 @@ def asymmetry_reading(result: xr.Dataset) -> str:
 
 
 def similarity_reading(result: xr.Dataset) -> str:
+    """How alike the maps of two models are, by relation (the map-similarity figure)."""
     rows = _relation_rows(result)
     metric = pretty(str(result.attrs.get("metric", "similarity")), SIMILARITY_LABELS)
     if not rows:
@@ -206,6 +231,7 @@ def _relation_rows(result: xr.Dataset) -> list[tuple[str, float, float, float]]:
 
 
 def regions_reading(result: xr.Dataset) -> str:
+    """Which face regions get the largest share of positive relevance, per task."""
     share = result["share"].transpose(*MODEL_DIMS, "region")
     values = np.asarray(share.values, dtype=np.float64)
     regions, tasks = strings(result["region"].values), strings(result["task"].values)
@@ -235,6 +261,7 @@ def regions_reading(result: xr.Dataset) -> str:
 
 
 def methods_reading(result: xr.Dataset) -> str:
+    """Which attribution method scores best on each metric of a method comparison."""
     methods, metrics = strings(result[METHOD_DIM].values), strings(result["metric"].values)
     mean = np.asarray(result["mean"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
     low = np.asarray(result["ci_low"].transpose(METHOD_DIM, "metric").values, dtype=np.float64)
@@ -274,6 +301,8 @@ def rsa_cells(result: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def rsa_reading(result: xr.Dataset) -> str:
+    """Which model representation correlates best with the human dissimilarities, and how it compares with the
+    noise ceiling where there are several raters."""
     values, mean, lower, upper = rsa_cells(result)
     per_rater = rsa_statistic(result)[3]
     pretrainings, tasks, kinds = (strings(result[dim].values) for dim in ("pretraining", "task", "kind"))

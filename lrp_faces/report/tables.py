@@ -1,4 +1,8 @@
-"""HTML tables of the report: study settings, the zoo, and the key numbers of each result (all text escaped)."""
+"""HTML tables of the report: study settings, the zoo, and the key numbers of each result (all text escaped).
+
+>>> print(table(["model", "accuracy"], [["faces/gender/0", "0.97"], ["<b>", "n/a"]], numeric_from=1))  # doctest: +ELLIPSIS
+<div class="scroll"><table><thead><tr><th>model</th><th class="num">accuracy</th></tr></thead><tbody>...&lt;b&gt;...
+"""
 from __future__ import annotations
 
 import html
@@ -162,6 +166,7 @@ def model_accuracy(cube: xr.Dataset) -> dict[str, str]:
 
 
 def relation_table(result: xr.Dataset) -> str:
+    """An HTML table of G, AOPC and asymmetry averaged over the pairs of each relation."""
     rows = []
     for index, relation in enumerate(strings(result["relation"].values)):
         def value(name: str) -> float:
@@ -177,6 +182,7 @@ def relation_table(result: xr.Dataset) -> str:
 
 
 def similarity_table(result: xr.Dataset) -> str:
+    """An HTML table of the map similarity averaged over the pairs of each relation."""
     rows = []
     for index, relation in enumerate(strings(result["relation"].values)):
         rows.append([pretty(relation, RELATION_LABELS),
@@ -217,6 +223,7 @@ def ground_truth_table(result: xr.Dataset) -> str:
 
 
 def methods_table(result: xr.Dataset) -> str:
+    """An HTML table of each method's score on each metric of a method comparison, with intervals."""
     methods, metrics = strings(result[METHOD_DIM].values), strings(result["metric"].values)
     rows = []
     for method in methods:
