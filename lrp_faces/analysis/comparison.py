@@ -1,28 +1,35 @@
 """Attribution methods compared on the same models and images: ground-truth metrics and self-masking AOPC."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from .. import methods as method_registry
-from ..attribution import attribute, check_images
+from ..attribution import check_images
+from ..compute import (Unit, UnitStore, model_source, run_units, settings_digest, source_version, unit_model,
+                       units_root)
+from ..cube import CubeNonFiniteError, explain_block
+from ..devices import DeviceError, resolve_device
 from ..errors import LRPFacesError
 from ..faces import DatasetError, DataTypeError, as_face_data
-from ..masking import curves
+from ..files import canonical_json
+from ..masking import DEFAULT_BLOCK_SIZE, MaskingConfig, aopc, curves_block, fill_colours, rows_per_pass
 from ..methods import Method
 from ..zoo import ModelSpec, scored_labels
-from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count, check_device,
+from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count,
                       ignore_empty_means)
 from ._statistics import bootstrap_mean
 from .regions import mass_and_rank_accuracy, task_masks
 
-__all__ = ["method_comparison", "DEFAULT_METHODS", "COMPARISON_METRICS", "COMPARISON_FRACTIONS", "METHOD_DIM"]
+__all__ = ["method_comparison", "method_unit", "DEFAULT_METHODS", "COMPARISON_METRICS", "COMPARISON_FRACTIONS",
+           "METHOD_DIM"]
 
 METHOD_DIM = "attribution_method"
 """The dim of :func:`method_comparison`'s result that holds the method names (``sel(method=...)`` would be taken by
@@ -99,12 +106,16 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
                       fractions: Sequence[float] = COMPARISON_FRACTIONS, order: str = "morf", fill: str = "mean",
                       patch: int = 1, batch_size: int = 16, masking_batch_size: int | None = None,
                       contrastive: bool = True, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                      device: str | torch.device | None = None, progress: bool = False) -> xr.Dataset:
+                      device: str | torch.device | None = None, block_size: int | None = DEFAULT_BLOCK_SIZE,
+                      client: Any = None, threads: int | None = None, units_dir: str | os.PathLike | None = None,
+                      progress: bool = False) -> xr.Dataset:
     """Compare attribution methods on the same models and images: ground-truth metrics and self-masking AOPC.
 
     For every model and method, the maps of the model's true classes are computed with
     :func:`lrp_faces.attribute`, scored against the model's task's ground truth (:func:`ground_truth`) and used to
-    mask the images for the same model (:func:`lrp_faces.masking.curves`). Models are loaded one at a time. The cost
+    mask the images for the same model (:func:`lrp_faces.masking.curves_block`). The work splits into units of one
+    method, model and block of images (:func:`method_unit`), run here or on a dask cluster; bootstraps run after
+    all units, over all images, so the result does not depend on the split. Models are loaded one at a time. The cost
     is about (1 + steps of the method + masked fractions) forward passes per image, model and method; to keep it
     small on a CPU, pass ``dataset.subset(...)``, fewer ``models``, fewer ``fractions`` or cheaper
     ``method_params`` (e.g. ``{"smoothgrad": {"n_samples": 8}, "integrated_gradients": {"steps": 16}}``).
@@ -134,10 +145,16 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     n_bootstrap, confidence, seed
         Percentile bootstrap over images of the per-image mean over models.
     device : str or torch.device, optional
-        Where the models run (each is moved there once, in place); default: where each model is. Batches of
-        images move there; results come back to the CPU.
+        Where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``); default: where each model is.
+        Batches of images move there; results come back to the CPU.
+    block_size : int or None
+        Images per unit of work, rounded up to a multiple of ``batch_size`` (None: all images in one unit).
+    client, threads, units_dir
+        Where the units run: a ``dask.distributed.Client`` (None: in this process, one after another), torch
+        threads per unit, and a folder that keeps finished units so that an interrupted call resumes (None: a
+        temporary one); see :func:`lrp_faces.compute.run_units`.
     progress : bool
-        Show a progress bar over models x methods.
+        Show a progress bar over the units.
 
     Returns
     -------
@@ -163,7 +180,10 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
     specs = _resolve_models(zoo, models)
     n_bootstrap, confidence = check_count(n_bootstrap, "n_bootstrap"), check_confidence(confidence)
     seed = check_count(seed, "seed")
-    device = check_device(device)
+    try:
+        device = None if device is None else resolve_device(device)
+    except DeviceError as error:
+        raise AnalysisError(f"device: {error}") from None
     try:
         dataset = as_face_data(dataset)
     except DataTypeError as error:
@@ -178,40 +198,90 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
         images = check_images(dataset.load(0, count), "dataset images")
     except DatasetError as error:  # no usable labels, or a model's classes and the data set's disagree
         raise AnalysisError(str(error)) from error
+    config = MaskingConfig(fractions=tuple(fractions), order=order, fill=fill, patch=patch, seed=seed)
     ids = dataset.image_ids
     shape = tuple(int(side) for side in images.shape[2:])
     tasks = sorted({spec.task for spec in specs})
     if masks is None and callable(getattr(dataset, "task_mask", None)):
         masks = dataset
     truth = None if masks is None else task_masks(masks, tasks, ids, shape)
-    pixels = shape[0] * shape[1]
+    rows = rows_per_pass(masking_batch_size, images.shape, device or torch.device("cpu"), count, config)
+    colours = fill_colours(images, config)
+    step = count if block_size is None else batch_size * -(-check_count(block_size, "block_size", low=1)
+                                                           // batch_size)
+    blocks = [slice(start, min(start + step, count)) for start in range(0, count, step)]
+    sources = {spec: model_source(zoo, spec) for spec in specs}
 
+    def unit(method: Method, spec: ModelSpec, block: slice) -> Unit:
+        task_truth = None if truth is None else truth[spec.task]
+        if task_truth is not None and task_truth.ndim == 3:
+            task_truth = task_truth[block]
+        return Unit(_unit_key(method, spec, block), method_unit,
+                    (sources[spec], method, images[block].clone(), scored[spec.task].labels[block].copy(),
+                     None if task_truth is None else np.array(task_truth), block.start, config,
+                     None if colours is None else colours[block].clone(), rows, batch_size, contrastive, device, spec),
+                    gpu=device is not None and device.type == "cuda")
+
+    units = [unit(method, spec, block) for spec in specs for method in resolved for block in blocks]
+    settings = {"methods": [[method.name, canonical_json(method.params)] for method in resolved],
+                "models": [spec.id for spec in specs], "config": config.to_dict(), "contrastive": bool(contrastive),
+                "batch_size": batch_size, "rows": rows, "block_size": step,
+                "images": settings_digest([list(ids), _tensor_digest(images)]),
+                "labels": {task: settings_digest(scored[task].labels.tolist()) for task in tasks},
+                "truth": None if truth is None else {task: settings_digest(np.packbits(truth[task]).tolist())
+                                                    for task in tasks},
+                "weights": {spec.id: source_version(source) for spec, source in sources.items()}}
     values = np.full((len(resolved), len(specs), count, len(COMPARISON_METRICS)), np.nan)
-    with tqdm(total=len(specs) * len(resolved), desc="method comparison", unit="map set",
-              disable=not progress) as bar:
-        for model_index, spec in enumerate(specs):
-            model = zoo[spec]
-            if device is not None:
-                model.to(device)
-            labels = scored[spec.task].labels
-            for method_index, method in enumerate(resolved):
-                bar.set_postfix(model=str(spec), method=method.name)
-                relevance = attribute(model, images, target=torch.from_numpy(labels), method=method,
-                                      contrastive=contrastive, batch_size=batch_size)
-                if not bool(torch.isfinite(relevance).all()):
-                    raise AnalysisError(f"method {method.name!r} gave NaN or Inf relevance for model {spec}")
-                row = values[method_index, model_index]
-                if truth is not None:
-                    inside = np.broadcast_to(truth[spec.task], (count,) + shape).reshape(count, pixels)
-                    row[:, 0], row[:, 1] = mass_and_rank_accuracy(relevance.numpy().reshape(count, pixels), inside)
-                masked = curves(model, images, labels, relevance, fractions=fractions, order=order, fill=fill,
-                                patch=patch, seed=seed, batch_size=masking_batch_size, contrastive=contrastive)
-                row[:, 2], row[:, 3] = masked["aopc_output"].values, masked["aopc_probability"].values
-                bar.update()
-            del model
+    with units_root(units_dir) as root:
+        store = UnitStore(root, "methods", settings)
+        run_units(units, store, client=client, threads=threads, progress=progress)
+        for method_index, method in enumerate(resolved):
+            for model_index, spec in enumerate(specs):
+                for block in blocks:
+                    values[method_index, model_index, block] = store.read(_unit_key(method, spec, block))["value"]
+        store.clear()
     return _assemble(values, resolved, specs, ids, truth is not None, dict(fractions=list(map(float, fractions)),
                      order=order, fill=fill, patch=patch, contrastive=int(contrastive)), n_bootstrap, confidence,
                      seed)
+
+
+def method_unit(source: Any, method: Method, images: torch.Tensor, labels: np.ndarray, truth: np.ndarray | None,
+                start: int, config: MaskingConfig, colours: torch.Tensor | None, rows: int, batch_size: int,
+                contrastive: bool, device: torch.device | None, spec: ModelSpec) -> xr.Dataset:
+    """One unit of :func:`method_comparison` as :mod:`lrp_faces.compute` runs it: one method's maps of the model
+    ``spec`` (loaded from ``source``) for images ``start`` to ``start + n - 1`` of the data set
+    (:func:`lrp_faces.cube.explain_block`), scored against ``truth`` and by masking the images for the same model
+    (:func:`lrp_faces.masking.curves_block`, with the fill ``colours`` and ``rows`` per pass of all images).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``value`` (image, metric): the block's rows of :func:`method_comparison`'s ``value``.
+    """
+    model = unit_model(source, device)
+    try:
+        relevance = explain_block(model, method, images, labels, start, contrastive, batch_size, device,
+                                  name=spec).relevance
+    except CubeNonFiniteError as error:
+        raise AnalysisError(f"method {method.name!r}: {error}") from None
+    count, pixels = len(images), images.shape[2] * images.shape[3]
+    values = np.full((count, len(COMPARISON_METRICS)), np.nan)
+    if truth is not None:
+        inside = np.broadcast_to(truth, (count,) + tuple(images.shape[2:])).reshape(count, pixels)
+        values[:, 0], values[:, 1] = mass_and_rank_accuracy(relevance.reshape(count, pixels), inside)
+    scores = curves_block(model, images, relevance, labels, config, image_index=range(start, start + count),
+                          fill_colours=colours, batch_size=rows, contrastive=contrastive, device=device)
+    values[:, 2] = aopc(scores.unmasked[2], scores.masked[2], config.fractions, config.mode)
+    values[:, 3] = aopc(scores.unmasked[1], scores.masked[1], config.fractions, config.mode)
+    return xr.Dataset({"value": (("image", "metric"), values)})
+
+
+def _unit_key(method: Method, spec: ModelSpec, block: slice) -> str:
+    return f"{method.name}.{spec.name}.{block.start}-{block.stop}"
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
 
 
 def _assemble(values: np.ndarray, resolved: list[Method], specs: list[ModelSpec], ids: list[str], has_truth: bool,

@@ -442,7 +442,8 @@ class StudyRun:
         def compute():
             data = self.data
             data = data.subset(evenly_spaced(len(data), settings.get("max_images")))
-            return analysis.method_comparison(self.zoo, data, models=models, progress=self.progress, **arguments)
+            return analysis.method_comparison(self.zoo, data, models=models, progress=self.progress, **self._where(),
+                                              **self._block_size(), **arguments)
         step = self._analysis_settings("methods", None)
         step["dataset"] = self.study.dataset.fingerprint()
         step["result_format"] = 2  # 2: the methods' dim is attribution_method (files of format 1 are recomputed)

@@ -420,7 +420,8 @@ class AnalysisSettings:
         own = ("max_images", "models", "method_params")
         check_params(analysis.method_comparison, {key: value for key, value in self.methods.items()
                                                   if key not in own},
-                     where("methods"), ("zoo", "dataset", "masks", "device", "progress") + own)
+                     where("methods"), ("zoo", "dataset", "masks", "device", "block_size", "client", "threads",
+                                        "units_dir", "progress") + own)
         table = study_table(self.methods, file, ("analysis", "methods"))
         table.known.extend(key for key in self.methods if key not in own)
         table.get("max_images", int, None, low=2)

@@ -8,12 +8,14 @@ moved to its device) for the next unit; the steps order their units model by mod
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["unit_model", "release_models"]
+__all__ = ["unit_model", "release_models", "model_source", "source_version"]
 
 _LAST = threading.local()
 
@@ -48,3 +50,20 @@ def unit_model(source: Any, device: torch.device | None = None, version: str | N
 def release_models() -> None:
     """Forget the model this thread keeps for its next unit (frees its memory)."""
     _LAST.key, _LAST.model = None, None
+
+
+def model_source(zoo: Mapping, spec: Any) -> Any:
+    """What a unit loads the model of ``spec`` from: the zoo's entry (loaded where the unit runs, e.g. a
+    :class:`lrp_faces.zoo.ZooEntry`), else the zoo's model itself."""
+    entry = getattr(zoo, "entries", {}).get(spec)
+    return entry if entry is not None and callable(getattr(entry, "load", None)) else zoo[spec]
+
+
+def source_version(source: Any) -> list | None:
+    """What identifies a loadable source's weights now, for a step's settings: its file's path, size and
+    modification time (None for a model held in memory)."""
+    path = getattr(source, "path", None)
+    if path is None or not Path(path).is_file():
+        return None
+    status = Path(path).stat()
+    return [str(path), status.st_size, status.st_mtime_ns]

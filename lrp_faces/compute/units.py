@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ..errors import LRPFacesError, LRPFacesWarning
 from ..files import canonical_json, temporary_files, write_text_atomic
 from ..netcdf import NetCDFFileError, read_dataset, write_dataset
 
-__all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR"]
+__all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR", "settings_digest", "units_root"]
 
 UNITS_DIR = ".units"
 """Folder of a results directory that holds the finished units of each step, one sub-folder per step."""
@@ -88,9 +89,20 @@ class Unit:
         return result
 
 
-def settings_digest(settings: Mapping[str, Any]) -> str:
-    """SHA-256 of settings as canonical JSON."""
+def settings_digest(settings: Any) -> str:
+    """SHA-256 of settings (any JSON-able value) as canonical JSON."""
     return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def units_root(units_dir: str | os.PathLike | None) -> Iterator[Path]:
+    """``units_dir`` as the root of a step's :class:`UnitStore`; None: a temporary folder for the step's call (its
+    units are then not kept, and nothing resumes)."""
+    if units_dir is not None:
+        yield Path(units_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="lrp_faces_units_") as folder:
+        yield Path(folder)
 
 
 class UnitStore:

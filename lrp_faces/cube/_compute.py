@@ -25,7 +25,7 @@ from ..files import canonical_json, sha256_of_file, temporary_files
 from ..methods import Method
 from ..models import weights_digest
 from ..module_state import evaluation_mode
-from ..compute import UNITS_DIR, Unit, UnitStore, run_units
+from ..compute import UNITS_DIR, Unit, UnitStore, model_source, run_units
 from ..zoo import ModelSpec, TaskLabels, scored_labels
 from ._open import open_cube
 from ._store import (FORMAT, FORMAT_VERSION, PER_MODEL, SHARED, CubeFileError, CubeInputError, CubeMismatchError,
@@ -333,8 +333,7 @@ def _plan_model(zoo: Mapping, spec: ModelSpec, header: Header | None, run: _Run,
     classes = _dry_run(model, spec, load_images(run.dataset, 0, 1), run.labels[spec.task], run.contrastive)
     attrs = _model_attributes(model, spec, run, source, weights, classes)
     digest = request_digest(attrs)
-    entry = getattr(zoo, "entries", {}).get(spec)
-    loadable = entry if entry is not None and callable(getattr(entry, "load", None)) else model
+    loadable = model_source(zoo, spec)
     labels = run.labels[spec.task]
     units = [Unit(unit_key(spec, start, stop, digest), explain_unit,
                   (loadable, run.method, images, labels[start:stop].copy(), start, run.images.ids[start:stop], spec,

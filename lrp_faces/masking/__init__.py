@@ -8,7 +8,7 @@ from .config import (DEFAULT_FRACTIONS, FILLS, MODES, ORDERS, MaskingConfig, Mas
                      hidden_counts, seeded_generator)
 from .road import NEIGHBOUR_WEIGHTS, RoadCache, road_cache, road_impute
 from ._engine import PRECISIONS, BlockScores
-from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, fill_colours
+from ._inputs import DEFAULT_BLOCK_SIZE, CubeInputs, fill_colours, rows_per_pass
 from .perturbation import MaskedBatch, gaussian_blur, hidden_masks, perturb, perturbed_batches
 from .curves import aopc, assemble_curves, curves, curves_block
 from .generalization import (MODEL_DIMS, RELATIONS, assemble_generalization, generalization, generalization_block,
@@ -19,6 +19,6 @@ __all__ = ["perturb", "perturbed_batches", "hidden_masks", "curves", "aopc", "ow
            "relation", "RELATIONS", "MODEL_DIMS", "MaskingConfig", "MaskingError", "MaskingTypeError", "MaskedBatch",
            "gaussian_blur", "road_impute", "RoadCache", "road_cache", "seeded_generator", "hidden_counts", "ORDERS",
            "FILLS", "MODES", "DEFAULT_FRACTIONS", "NEIGHBOUR_WEIGHTS", "PRECISIONS", "BlockScores", "CubeInputs",
-           "DEFAULT_BLOCK_SIZE", "fill_colours", "curves_block", "assemble_curves",
+           "DEFAULT_BLOCK_SIZE", "fill_colours", "rows_per_pass", "curves_block", "assemble_curves",
            "generalization_inputs", "generalization_block", "assemble_generalization", "own_map_inputs",
            "assemble_own_map_curves"]

@@ -6,10 +6,7 @@ on a dask cluster, and joins each model's blocks in image order.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +14,16 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..compute import Unit, UnitStore, run_units
-from ..files import canonical_json
+from ..compute import Unit, UnitStore, model_source, run_units, settings_digest, source_version, units_root
 from ..zoo import ModelSpec
 from ._engine import BlockScores
 from ._inputs import CubeInputs
 
-__all__ = ["model_source", "run_block_units", "image_blocks", "block_scores_dataset", "dataset_block_scores",
+__all__ = ["run_block_units", "image_blocks", "block_scores_dataset", "dataset_block_scores",
            "step_settings", "SCORE_DIMS"]
 
 SCORE_DIMS = ("score", "fraction", "image")
 """Dims of a block's masked scores (after any source dim): correct/probability/output, fraction, image."""
-
-
-def model_source(zoo: Mapping, spec: ModelSpec) -> Any:
-    """What a unit loads its model from: the zoo entry (loaded where the unit runs), else the zoo's model itself."""
-    entry = getattr(zoo, "entries", {}).get(spec)
-    return entry if entry is not None and callable(getattr(entry, "load", None)) else zoo[spec]
 
 
 def block_scores_dataset(scores: BlockScores) -> xr.Dataset:
@@ -47,38 +37,16 @@ def dataset_block_scores(result: xr.Dataset) -> BlockScores:
     return BlockScores(np.asarray(result["unmasked"].values), np.asarray(result["masked"].values))
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def _source_version(source: Any) -> Any:
-    """What identifies a loadable source's weights now: its file's size and modification time."""
-    path = getattr(source, "path", None)
-    if path is None or not Path(path).is_file():
-        return None
-    status = Path(path).stat()
-    return [str(path), status.st_size, status.st_mtime_ns]
-
-
 def step_settings(inputs: CubeInputs, targets: Sequence[ModelSpec], sources: Mapping[ModelSpec, Any],
                   extra: Mapping[str, Any]) -> dict:
     """Everything a masking step's units depend on (a changed value makes finished units stale)."""
     relevance = inputs.relevance
     return {"config": inputs.config.to_dict(), "targets": [spec.id for spec in targets],
             "models": [spec.id for spec in inputs.specs],
-            "cube": _digest({key: str(value) for key, value in sorted(relevance.attrs.items())}),
-            "images": _digest(inputs.image_ids),
-            "labels": {task: _digest(values.tolist()) for task, values in sorted(inputs.labels.items())},
-            "weights": {spec.id: _source_version(source) for spec, source in sources.items()}, **extra}
-
-
-@contextlib.contextmanager
-def _store_root(units_dir: str | Path | None) -> Iterator[Path]:
-    if units_dir is not None:
-        yield Path(units_dir)
-        return
-    with tempfile.TemporaryDirectory(prefix="lrp_faces_units_") as folder:
-        yield Path(folder)
+            "cube": settings_digest({key: str(value) for key, value in sorted(relevance.attrs.items())}),
+            "images": settings_digest(inputs.image_ids),
+            "labels": {task: settings_digest(values.tolist()) for task, values in sorted(inputs.labels.items())},
+            "weights": {spec.id: source_version(source) for spec, source in sources.items()}, **extra}
 
 
 def run_block_units(step: str, inputs: CubeInputs, zoo: Mapping, targets: Sequence[ModelSpec],
@@ -95,7 +63,7 @@ def run_block_units(step: str, inputs: CubeInputs, zoo: Mapping, targets: Sequen
     inputs : CubeInputs
         The step's checked inputs.
     zoo : Mapping
-        Where each target's model comes from (see :func:`model_source`).
+        Where each target's model comes from (see :func:`lrp_faces.compute.model_source`).
     targets : sequence of ModelSpec
         The models scored, in order.
     unit_function : callable
@@ -116,7 +84,7 @@ def run_block_units(step: str, inputs: CubeInputs, zoo: Mapping, targets: Sequen
     units = [Unit(f"{spec.name}.{block.start}-{block.stop}", unit_function, (sources[spec], *arguments(spec, block)),
                   gpu=device is not None and device.type == "cuda")
              for spec in targets for block in blocks]
-    with _store_root(units_dir) as root:
+    with units_root(units_dir) as root:
         store = UnitStore(root, step, step_settings(inputs, targets, sources, settings))
         run_units(units, store, client=client, threads=threads, progress=progress)
         scores = {spec: BlockScores.concatenate([dataset_block_scores(store.read(f"{spec.name}.{block.start}-"
