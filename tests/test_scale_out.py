@@ -37,7 +37,13 @@ n_bootstrap = 50
 n_permutations = 50
 
 [analysis]
-run = []
+run = ["methods"]
+
+[analysis.methods]
+methods = ["epsilon_gamma_box", "gradient", "random"]
+max_images = 16
+fractions = [0.0, 0.3]
+n_bootstrap = 50
 
 [report]
 enabled = false
@@ -45,7 +51,8 @@ enabled = false
 [compute]
 block_size = 8
 """
-"""The quick demo's zoo and faces, with small units: 4 models x 5 blocks of 8 images per masking step."""
+"""The quick demo's zoo and faces, with small units: 4 models x 5 blocks of 8 images per masking step, and 3 methods x
+4 models x 2 blocks in the method comparison."""
 STEP_FILES = ("masking.nc", "masking_lerf.nc")
 
 
@@ -56,18 +63,20 @@ def study(tmp_path_factory) -> Path:
     return path
 
 
-def run_steps(study_file: Path, out: Path, client=None) -> StudyRun:
+def run_steps(study_file: Path, out: Path, client=None, analyze: bool = False) -> StudyRun:
     run = StudyRun(Study.from_toml(study_file), out, progress=False, log=lambda line: None, client=client)
     run.attribute()
     run.mask()
+    if analyze:
+        run.analyze()
     return run
 
 
 @pytest.fixture(scope="module")
 def in_process(study, tmp_path_factory) -> Path:
-    """The study's cube and masking results, run in this process."""
+    """The study's cube, masking and method comparison results, run in this process."""
     out = tmp_path_factory.mktemp("in_process")
-    run_steps(study, out)
+    run_steps(study, out, analyze=True)
     return out
 
 
@@ -93,8 +102,9 @@ def assert_same_results(out: Path, reference: Path) -> None:
 def test_a_local_cluster_of_two_worker_processes_gives_the_in_process_results(study, in_process, local_cluster,
                                                                               tmp_path):
     assert len(worker_pids(local_cluster)) == 2
-    run_steps(study, tmp_path / "out", client=local_cluster)
+    run_steps(study, tmp_path / "out", client=local_cluster, analyze=True)
     assert_same_results(tmp_path / "out", in_process)
+    xr.testing.assert_equal(read_result(tmp_path / "out" / "methods.nc"), read_result(in_process / "methods.nc"))
 
 
 def test_a_worker_killed_by_its_pid_mid_mask_step_changes_nothing(study, in_process, local_cluster, tmp_path):
