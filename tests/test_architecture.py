@@ -144,6 +144,7 @@ def test_lower_layers_import_nothing_above_them(layer):
             assert not upward, f"{name} imports {upward}"
 
 
+@pytest.mark.slow  # about 20 s: every module imported first in one child process
 def test_every_module_imports_first():
     """A cycle dodged at import time shows up when a module is imported first.
 
