@@ -21,12 +21,12 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_bytes_atomic", "sync_directory", "temporary_files",
+__all__ = ["exclusive_lock", "atomic_path", "write_text_atomic", "write_bytes_atomic", "sync_directory", "temporary_files",
            "canonical_json", "sha256_of_file", "sha256_of_chunks", "VERSIONED_PACKAGES", "versions",
            "TEMPORARY_PREFIX"]
 
@@ -241,3 +241,21 @@ def versions(packages: Iterable[str] | None = None) -> dict[str, str]:
         except PackageNotFoundError:  # pragma: no cover - e.g. a source tree that was not installed
             found[key] = "unknown"
     return found
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the block; the OS releases it if the
+    process dies. Where another process holds it, raise ``busy()`` at once instead of waiting. Without POSIX
+    ``fcntl`` (Windows) the block runs unlocked."""
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise busy() from None
+        yield

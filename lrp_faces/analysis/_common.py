@@ -12,6 +12,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..cube import NON_FINITE_MAPS
+from ..faces import DatasetError, DataTypeError, FaceDataView, as_face_data
 from ..masking import MODEL_DIMS
 from ..zoo import ModelSpec
 from ..errors import LRPFacesError
@@ -42,6 +43,18 @@ def check_confidence(confidence: Any, error: type[Exception] = AnalysisError) ->
             or not 0 < confidence < 1:
         raise error(f"confidence must be a number in (0, 1), got {confidence!r}")
     return float(confidence)
+
+
+def face_data(dataset: Any, error: type[Exception] = AnalysisError,
+              type_error: type[Exception] = AnalysisTypeError) -> FaceDataView:
+    """``dataset`` read as face data (:func:`lrp_faces.faces.as_face_data`); its errors as the analysis's, naming
+    the ``dataset`` argument."""
+    try:
+        return as_face_data(dataset)
+    except DataTypeError as problem:
+        raise type_error(f"dataset: {problem}") from problem
+    except DatasetError as problem:
+        raise error(f"dataset: {problem}") from problem
 
 
 def check_count(value: Any, name: str, low: int = 0, error: type[Exception] = AnalysisError) -> int:

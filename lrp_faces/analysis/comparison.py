@@ -18,12 +18,12 @@ from ..compute import (Unit, UnitStore, model_source, run_units, settings_digest
 from ..cube import CubeNonFiniteError, explain_block
 from ..devices import DeviceError, resolve_device
 from ..errors import LRPFacesError
-from ..faces import DatasetError, DataTypeError, as_face_data
+from ..faces import DatasetError
 from ..files import canonical_json
 from ..masking import DEFAULT_BLOCK_SIZE, MaskingConfig, aopc, curves_block, fill_colours, rows_per_pass
 from ..methods import Method
 from ..zoo import ModelSpec, scored_labels
-from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count,
+from ._common import (AnalysisError, AnalysisTypeError, check_confidence, check_count, face_data,
                       ignore_empty_means)
 from ._statistics import bootstrap_mean
 from .regions import mass_and_rank_accuracy, task_masks
@@ -184,12 +184,7 @@ def method_comparison(zoo: Mapping, dataset: Any, methods: Sequence[str | Method
         device = None if device is None else resolve_device(device)
     except DeviceError as error:
         raise AnalysisError(f"device: {error}") from None
-    try:
-        dataset = as_face_data(dataset)
-    except DataTypeError as error:
-        raise AnalysisTypeError(f"dataset: {error}") from error
-    except DatasetError as error:
-        raise AnalysisError(f"dataset: {error}") from error
+    dataset = face_data(dataset)
     count = len(dataset)
     if count == 0:
         raise AnalysisError("dataset is empty: there are no images to compare the methods on")

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..faces import DatasetError, DataTypeError, as_face_data, parameter_dissimilarity
+from ..faces import parameter_dissimilarity
 from ._rsa_common import RDM_DIMS, SHOWN, HumanRatingsError, RSATypeError, check_square, few
+from ._common import face_data
 
 __all__ = ["load_human_rdm", "stand_in_human_rdm", "STAND_IN_SOURCE"]
 
@@ -46,10 +47,7 @@ def stand_in_human_rdm(dataset: Any, metric: str = "euclidean") -> xr.DataArray:
     RSATypeError
         ``dataset`` is not face data, or its images have no generative parameters (real faces, a plain pair).
     """
-    try:
-        data = as_face_data(dataset)
-    except (DataTypeError, DatasetError) as error:
-        raise RSATypeError(f"dataset: {error}") from error
+    data = face_data(dataset, RSATypeError, RSATypeError)
     if not hasattr(data, "parameters") or not hasattr(data, "parameter_names"):
         raise RSATypeError("dataset: its images have no generative parameters, so there is no stand-in for human "
                            "ratings (only synthetic faces have one); give human ratings with load_human_rdm")

@@ -16,11 +16,11 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..faces import ClassMismatchError, DatasetError, DataTypeError, as_face_data
+from ..faces import ClassMismatchError, DatasetError
 from ..masking import MODEL_DIMS, perturbed_batches
 from ..module_state import evaluation_mode
 from ..zoo import ModelSpec, scored_labels
-from ._common import NON_FINITE_MAPS, check_choice, check_device, check_relevance, cube_models
+from ._common import NON_FINITE_MAPS, check_choice, check_device, check_relevance, cube_models, face_data
 from ._rsa_common import RDM_DIMS, RSAError, RSATypeError, few, id_positions, unit_vectors
 
 __all__ = ["model_rdms", "rdm_from_features", "penultimate_features", "RDM_KINDS"]
@@ -121,12 +121,7 @@ def _hooked_penultimate(model: nn.Module) -> Callable[[torch.Tensor], torch.Tens
 
 def _dataset_images(dataset: Any, ids: list[str], size: tuple[int, int]) -> torch.Tensor:
     """The dataset's images of the cube's image ids, in the cube's order."""
-    try:
-        data = as_face_data(dataset)
-    except DataTypeError as error:
-        raise RSATypeError(f"dataset: {error}") from error
-    except DatasetError as error:
-        raise RSAError(f"dataset: {error}") from error
+    data = face_data(dataset, RSAError, RSATypeError)
     positions = id_positions(ids, data.image_ids, "the cube", "the dataset",
                              hint="; give the dataset the cube was computed from")
     try:

@@ -154,16 +154,14 @@ def _where_options(function):
     return function
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int | None):
-    import torch
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def _study_step_options(function):
+    """The options of a command that runs steps of a study: STUDY.toml, --out, where the units run, and the
+    common ones."""
+    options = (_STUDY, _out_option("Results directory (default: [study].out, else ./lrp-faces-NAME)."),
+               _where_options, _common_options)
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 @contextlib.contextmanager
@@ -192,12 +190,12 @@ def _running(study, out: Path, device: str | None, cluster: str | None, threads:
     cluster (if any) is started or reached first and closed after the block."""
     import dataclasses
 
-    from ..compute import cluster_client
+    from ..compute import cluster_client, torch_threads
     from .runner import StudyRun
     study = dataclasses.replace(study, compute=study.compute.with_options(device, cluster, threads))
     with _unit_lines(), cluster_client(study.compute.cluster, study.compute.slurm, log=_log) as client:
         run = StudyRun(study, out, progress=_progress(), log=_log, client=client)
-        with _torch_threads(run.threads if client is None else None):
+        with torch_threads(run.threads if client is None else None):
             yield run
 
 
@@ -245,12 +243,8 @@ def demo(out: Path | None, quick: bool, cache_dir: Path | None, device: str | No
 
 
 @main.command()
-@_STUDY
-@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_where_options
-@_common_options
-def run(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
-           threads: int | None):
+@_study_step_options
+def run(study_file: Path, out: Path | None, device: str | None, cluster: str | None, threads: int | None):
     """Run a study declared in TOML (resumes).
 
     Every step in order: attribute, mask, analyze, report. A rerun skips steps whose result files hold the same
@@ -261,12 +255,8 @@ def run(study_file: Path, out: Path | None, device: str | None, cluster: str | N
 
 
 @main.command()
-@_STUDY
-@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_where_options
-@_common_options
-def attribute(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
-                 threads: int | None):
+@_study_step_options
+def attribute(study_file: Path, out: Path | None, device: str | None, cluster: str | None, threads: int | None):
     """Compute the relevance cube (OUT/cube, resumable)."""
     with _study_run(study_file, out, device, cluster, threads) as study_run:
         study_run.attribute()
@@ -274,12 +264,8 @@ def attribute(study_file: Path, out: Path | None, device: str | None, cluster: s
 
 
 @main.command()
-@_STUDY
-@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
-@_where_options
-@_common_options
-def mask(study_file: Path, out: Path | None, device: str | None, cluster: str | None,
-            threads: int | None):
+@_study_step_options
+def mask(study_file: Path, out: Path | None, device: str | None, cluster: str | None, threads: int | None):
     """Masking benchmark and cross-model generalisation.
 
     Writes OUT/masking.nc (generalisation) and OUT/masking_lerf.nc (LeRF self-masking) from the cube of
@@ -291,12 +277,9 @@ def mask(study_file: Path, out: Path | None, device: str | None, cluster: str | 
 
 
 @main.command()
-@_STUDY
-@_out_option("Results directory (default: [study].out, else ./lrp-faces-NAME).")
+@_study_step_options
 @click.option("--only", multiple=True, type=click.Choice(["similarity", "regions", "methods", "rsa"]),
               help="Run only this analysis (repeatable); default: those of [analysis].run.")
-@_where_options
-@_common_options
 def analyze(study_file: Path, out: Path | None, only: tuple[str, ...], device: str | None, cluster: str | None,
             threads: int | None):
     """Run the analyses: similarity, regions, methods, RSA.
@@ -352,11 +335,12 @@ def plan(study_file: Path, no_calibrate: bool, device: str | None, threads: int 
     """
     import dataclasses
 
+    from ..compute import torch_threads
     from .plan import plan_lines, study_plan
     from .study import Study
     study = Study.from_toml(study_file)
     study = dataclasses.replace(study, compute=study.compute.with_options(device, None, threads))
-    with _torch_threads(study.threads):
+    with torch_threads(study.threads):
         cost = study_plan(study, calibrate=not no_calibrate, device=study.compute.resolved_device())
     for line in plan_lines(cost):
         click.echo(line)

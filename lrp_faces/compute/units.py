@@ -16,7 +16,6 @@ the finished units exactly as it invalidates a step's result file. A damaged uni
 """
 from __future__ import annotations
 
-import builtins
 import contextlib
 import hashlib
 import json
@@ -33,7 +32,7 @@ from typing import Any
 import xarray as xr
 
 from ..errors import LRPFacesError, LRPFacesWarning
-from ..files import canonical_json, temporary_files, write_text_atomic
+from ..files import canonical_json, exclusive_lock, temporary_files, write_text_atomic
 from ..netcdf import NetCDFFileError, read_dataset, write_dataset
 
 __all__ = ["Unit", "UnitStore", "UnitError", "UNITS_DIR", "settings_digest", "units_root"]
@@ -213,24 +212,14 @@ class UnitStore:
         UnitError
             Another process is running this step into the same results directory.
         """
-        handle = builtins.open(self.directory / LOCK_FILE, "a")
-        try:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - not POSIX: no locking
-                fcntl = None
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise UnitError(f"another process is running step {self.step!r} into "
-                                    f"{str(self.directory.parent.parent)!r}; wait for it or use another results "
-                                    "directory") from None
+        def busy() -> UnitError:
+            return UnitError(f"another process is running step {self.step!r} into "
+                             f"{str(self.directory.parent.parent)!r}; wait for it or use another results directory")
+
+        with exclusive_lock(self.directory / LOCK_FILE, busy):
             for leftover in temporary_files(self.directory):
                 leftover.unlink(missing_ok=True)
             yield self
-        finally:
-            handle.close()
 
     def clear(self) -> None:
         """Remove the store and its units (after the step's file is assembled from them), and the folder of all

@@ -1,7 +1,6 @@
 """``compute``: every model's relevance maps for a data set, one NetCDF4 file per model, resumable block by block."""
 from __future__ import annotations
 
-import builtins
 import datetime
 import hashlib
 import os
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from .. import methods as method_registry
 from ..attribution import check_images
 from ..faces import DatasetError, ImageTable, as_face_data, describe_images, load_images
-from ..files import canonical_json, sha256_of_file, temporary_files
+from ..files import canonical_json, exclusive_lock, sha256_of_file, temporary_files
 from ..methods import Method
 from ..models import weights_digest
 from ..module_state import evaluation_mode
@@ -357,21 +356,12 @@ def _assemble(directory: Path, store: UnitStore, plan: _ModelPlan, run: _Run) ->
 @contextmanager
 def _locked(directory: Path):
     """Hold an exclusive lock on the cube directory (released by the OS if the process is killed)."""
-    handle = builtins.open(directory / LOCK_NAME, "a")
-    try:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no locking
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CubeInputError(f"another compute() is writing into {str(directory)!r} (it holds "
-                                     f"{LOCK_NAME}); wait for it to finish or use another directory") from None
+    def busy() -> CubeInputError:
+        return CubeInputError(f"another compute() is writing into {str(directory)!r} (it holds {LOCK_NAME}); wait for "
+                              "it to finish or use another directory")
+
+    with exclusive_lock(directory / LOCK_NAME, busy):
         yield
-    finally:
-        handle.close()
 
 
 def _reusable_files(directory: Path, specs: list[ModelSpec], request: dict, label_digests: dict,
