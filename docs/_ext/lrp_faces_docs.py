@@ -256,8 +256,9 @@ def docstring_doctests(app, what, name, obj, options, lines):
 
     The doctest builder runs the examples of a page in one namespace that holds only ``doctest_global_setup``, but
     a docstring's examples may use the names of their own module. Each block of examples becomes a ``doctest``
-    directive of a group named after that module, which a hidden ``testsetup`` fills with the module's globals.
-    The HTML is the same.
+    directive of a group named after that module, which a hidden ``testsetup`` fills with the module's globals
+    (``__file__`` included, as ``doctest.testmod`` has it; the page's own ``__name__`` and builtins stay). The HTML
+    is the same.
     """
     if not name.startswith("lrp_faces") or not any(line.lstrip().startswith(">>>") for line in lines):
         return
@@ -268,7 +269,8 @@ def docstring_doctests(app, what, name, obj, options, lines):
     group = f"docstring:{module_name}"
     converted = [f".. testsetup:: {group}", "", "   import importlib as _importlib",
                  f"   globals().update({{_key: _value for _key, _value in "
-                 f"vars(_importlib.import_module({module_name!r})).items() if not _key.startswith('__')}})", ""]
+                 f"vars(_importlib.import_module({module_name!r})).items() "
+                 f"if _key == '__file__' or not _key.startswith('__')}})", ""]
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -284,6 +286,46 @@ def docstring_doctests(app, what, name, obj, options, lines):
             converted.append("   " + lines[index])
             index += 1
     lines[:] = converted
+
+
+#: Functions whose ``__signature__`` autodoc replaced since the last :func:`restore_signatures` (kept off the
+#: environment, which is pickled).
+_PRESERVED: list = []
+
+
+def _own_signature_holder(obj):
+    """The object whose ``__dict__`` holds ``obj``'s ``__signature__`` (a bound method's function), or None."""
+    target = getattr(obj, "__func__", obj)
+    return target if isinstance(getattr(target, "__dict__", None), dict) else None
+
+
+def _preserved_defaults(signature) -> bool:
+    """Whether ``signature`` is one that ``autodoc_preserve_defaults`` made (its defaults are source text)."""
+    from sphinx.ext.autodoc.preserve_defaults import DefaultValue
+
+    return isinstance(signature, inspect.Signature) and any(
+        isinstance(parameter.default, DefaultValue) for parameter in signature.parameters.values())
+
+
+def note_preserved_defaults(app, obj, bound_method):
+    """Remember each function whose signature ``autodoc_preserve_defaults`` replaced, to undo it later.
+
+    To show defaults as written (``DEFAULT_FRACTIONS``), autodoc sets ``__signature__`` on the live function, with
+    the source text of each default in place of its value. Code that reads a default from the signature
+    (``lrp_faces.parameters``-style checks, ``lrp-faces plan``) would then get that text, e.g. in the doctests, which
+    run in the same process after the pages are read.
+    """
+    holder = _own_signature_holder(obj)
+    if holder is not None and _preserved_defaults(holder.__dict__.get("__signature__")):
+        _PRESERVED.append(holder)
+
+
+def restore_signatures(app, *args):
+    """Give the functions noted by :func:`note_preserved_defaults` their own signatures back."""
+    while _PRESERVED:
+        holder = _PRESERVED.pop()
+        if _preserved_defaults(holder.__dict__.get("__signature__")):
+            del holder.__dict__["__signature__"]
 
 
 class ClickHelp(Directive):
@@ -334,6 +376,9 @@ def setup(app):
     app.connect("autodoc-process-bases", public_bases)
     app.connect("autodoc-process-docstring", reexported_data_docs)
     app.connect("autodoc-process-docstring", docstring_doctests, priority=900)  # after numpydoc
+    app.connect("autodoc-before-process-signature", note_preserved_defaults, priority=900)  # after autodoc's own
+    app.connect("autodoc-process-signature", restore_signatures)  # once the signature is rendered
+    app.connect("env-updated", restore_signatures)
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("env-check-consistency", check_top_level)
     app.add_directive("click-help", ClickHelp)
