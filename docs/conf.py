@@ -60,7 +60,6 @@ nitpick_ignore_regex = [
 # Names that docstrings of modules being rewritten refer to but that are not public (no __all__ entry), or refer to
 # too briefly to resolve. To be fixed in those docstrings; until then, plain text.
 nitpick_ignore = [
-    ("py:class", "StudyData"),  # lrp_faces/cli/runner.py: load_dataset
     ("py:data", "REQUEST_KEYS"),  # lrp_faces/cube/blocks.py: request_digest
     ("py:data", "SCORES"),  # lrp_faces/masking/_engine.py: BlockScores
     ("py:data", "CUBE_DIMS"),  # lrp_faces/masking/_inputs.py: CubeInputs

@@ -461,7 +461,7 @@ class StudyRun:
             else:
                 human = analysis.load_human_rdm(settings.human_rdm, image_ids=[str(value) for value in
                                                                                cube.image.values])
-            rdms = analysis.model_rdms(cube, self.zoo, self.data, progress=self.progress,
+            rdms = analysis.model_rdms(cube, self.zoo, self.data, progress=self.progress, device=self.device,
                                        **settings.arguments("rsa", analysis.model_rdms))
             return analysis.compare_with_humans(rdms, human, progress=self.progress,
                                                 **settings.arguments("rsa", analysis.compare_with_humans))
