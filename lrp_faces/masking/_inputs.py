@@ -75,8 +75,9 @@ def rows_per_pass(batch_size: Any, shape: Sequence[int], device: torch.device, c
                   config: MaskingConfig) -> int:
     """Rows of every forward pass of a step over ``count`` images of ``shape`` (..., H, W) on ``device``.
 
-    ``batch_size`` (default: :func:`check_batch_size`), but no more than the step's masked images per source, so
-    that small steps do not pad their passes far beyond their work. Every unit of a step must use the same value.
+    ``batch_size`` (default: about 2**18 pixels per pass on a CPU and 2**22 on a GPU, as for
+    :func:`lrp_faces.masking.curves`), but no more than the step's masked images per source, so that small steps do
+    not pad their passes far beyond their work. Every unit of a step must use the same value.
     """
     counts = hidden_counts(config.fractions, unit_count(shape, config.patch), config.mode)
     distinct = len(np.unique(counts[counts > 0]))
